@@ -1,0 +1,5 @@
+import sys
+
+from vitlight.cli import main
+
+sys.exit(main())

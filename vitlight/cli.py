@@ -1,0 +1,335 @@
+"""The `vitlight` command: LightningCLI for fit/validate/test/predict, plus vitlight's own subcommands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import yaml
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+
+import vitlight.data  # noqa: F401  (registers the data modules as --data choices)
+import vitlight.tasks  # noqa: F401  (registers the tasks as --model choices)
+from vitlight.data.base import ImageDataModule
+from vitlight.checkpoints import ConfigInCheckpoint
+from vitlight.cli_errors import format_parse_error
+from vitlight.errors import ConfigError, VitlightError
+from vitlight.logging_wandb import apply_wandb_mode, redact_secrets
+from vitlight.runs import (
+    SUMMARY_FILE, BestValidationMetrics, RunFolder, git_commit, hardware, latest_run, new_run_id,
+    new_wandb_id, package_versions, write_json_atomic,
+)
+
+log = logging.getLogger("vitlight")
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _one_line(message: str) -> str:
+    """jsonargparse explains a failure over several indented lines; keep the informative ones on one line."""
+    lines = [line.strip(" -") for line in str(message).splitlines() if line.strip(" -")]
+    text = "; ".join(dict.fromkeys(lines))
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+class VitlightArgumentParser(LightningArgumentParser):
+    """Reports a bad argument or config in one line on stderr and exits 2 (`--help` shows the usage)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> None:  # type: ignore[override]
+        options = getattr(self, "_option_string_actions", {}).keys()
+        sys.stderr.write(f"vitlight: error: {format_parse_error(str(message), options)}\n")
+        sys.exit(2)
+
+
+class RedactedSaveConfig(SaveConfigCallback):
+    """Writes the resolved config.yaml into the run folder (secrets redacted) and sends it, nested, to W&B."""
+
+    def _resolved(self) -> dict[str, Any]:
+        text = self.parser.dump(self.config, skip_none=False, skip_validation=True)
+        return redact_secrets(yaml.safe_load(text))
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            config_path = Path(trainer.log_dir or ".") / self.config_filename
+            config_path.parent.mkdir(parents=True, exist_ok=True)
+            config_path.write_text(yaml.safe_dump(self._resolved(), sort_keys=False))
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        resolved = self._resolved()
+        resolved.pop("config", None)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.config.update(resolved, allow_val_change=True)
+
+
+def _experiment_name(config_paths: list[Any]) -> str:
+    """The first config file that is not a shared section (`_trainer.yaml`, `_smoke.yaml`) names the experiment."""
+    names = [Path(str(getattr(p, "relative", p))).stem for p in config_paths or []]
+    for name in names:
+        if not name.startswith("_"):
+            return name
+    return names[0].lstrip("_") if names else "default"
+
+
+def _class_path(entry: Any) -> str:
+    return str(getattr(entry, "class_path", "") or "")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+class VitlightCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.run_folder: RunFolder | None = None
+        self.best_validation = BestValidationMetrics()
+        self.summary: dict[str, Any] = {}
+        super().__init__(
+            model_class=L.LightningModule,
+            datamodule_class=ImageDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RedactedSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            parser_class=VitlightArgumentParser,
+            seed_everything_default=0,
+            parser_kwargs={"prog": "vitlight"},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--experiment", type=str | None, default=None,
+                            help="Experiment name (default: the first non-shared config file's name).")
+        parser.add_argument("--runs_dir", type=str, default="runs", help="Folder that holds runs/<experiment>/<run id>/.")
+        for attribute in ("num_classes", "image_size", "channels"):
+            parser.link_arguments(f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate")
+
+    # ----- the run folder -------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        experiment = config.experiment or _experiment_name(config.get("config"))
+        runs_dir = Path(config.runs_dir).expanduser()
+        run_id, wandb_id = new_run_id(), new_wandb_id()
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            run_id, wandb_id, config.ckpt_path = self._resume_target(runs_dir, experiment)
+        self.run_folder = RunFolder(runs_dir, experiment, run_id, wandb_id)
+        self.run_folder.check_writable()
+        config.experiment = experiment
+        self._point_trainer_at_run_folder(config.trainer)
+        mode, reason = apply_wandb_mode()
+        if self._uses_wandb(config.trainer):
+            where = self.run_folder.path / "wandb"
+            if mode == "offline":
+                print(f"W&B: offline ({reason}); run files in {where}; upload later with `wandb sync {where}/offline-run-*`", file=sys.stderr)
+            else:
+                print(f"W&B: {mode} ({reason}); run files in {where}", file=sys.stderr)
+
+    def _resume_target(self, runs_dir: Path, experiment: str) -> tuple[str, str, str]:
+        previous = latest_run(runs_dir, experiment)
+        checkpoint = previous / "checkpoints" / "last.ckpt" if previous else None
+        if checkpoint is None or not checkpoint.is_file():
+            where = previous or runs_dir / experiment
+            raise ConfigError(f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no checkpoints/last.ckpt under {where})")
+        import json
+
+        summary_path = previous / SUMMARY_FILE
+        wandb_id = new_wandb_id()
+        if summary_path.is_file():
+            wandb_id = json.loads(summary_path.read_text()).get("wandb_run_id") or wandb_id
+        return previous.name, wandb_id, str(checkpoint)
+
+    def _uses_wandb(self, trainer_config: Any) -> bool:
+        return any(_class_path(entry).endswith("WandbLogger") for entry in _as_list(trainer_config.get("logger")))
+
+    def _point_trainer_at_run_folder(self, trainer_config: Any) -> None:
+        run = self.run_folder
+        trainer_config.default_root_dir = str(run.path)
+        for entry in _as_list(trainer_config.get("logger")):
+            if _class_path(entry).endswith("WandbLogger"):
+                entry.init_args.save_dir = str(run.path)
+                entry.init_args.id = run.wandb_id
+                entry.init_args.name = f"{run.experiment}/{run.run_id}"
+                entry.init_args.project = entry.init_args.get("project") or "vitlight"
+        for entry in _as_list(trainer_config.get("callbacks")):
+            if _class_path(entry).endswith("ModelCheckpoint") and not entry.init_args.get("dirpath"):
+                entry.init_args.dirpath = str(run.checkpoints)
+
+    # ----- running and recording ----------------------------------------------------------
+    def resolved_config(self) -> dict[str, Any]:
+        """The whole resolved config as plain nested values, secrets redacted."""
+        text = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False, skip_validation=True)
+        resolved = redact_secrets(yaml.safe_load(text))
+        resolved.pop("config", None)
+        return resolved
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        self.run_folder.create()
+        self.trainer.callbacks.extend([self.best_validation, ConfigInCheckpoint(self.resolved_config())])
+        started = time.time()
+        status = "failed"
+        try:
+            super()._run_subcommand(subcommand)
+            status = "interrupted" if self.trainer.interrupted else "finished"
+        except (KeyboardInterrupt, SystemExit):
+            status = "interrupted"
+            raise
+        finally:
+            self.summary["status"] = status
+            self.summary["wall_time_s"] = round(time.time() - started, 3)
+            self._write_summary(subcommand)
+            _finish_wandb(self.trainer, failed=status != "finished")
+
+    def after_fit(self) -> None:
+        if self.trainer.interrupted:
+            return
+        checkpoint, which = self._checkpoint_to_test()
+        self.summary["tested_checkpoint"] = {"which": which, "path": checkpoint}
+        results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=checkpoint, verbose=True)
+        self.summary["test"] = results[0] if results else {}
+
+    def after_test(self) -> None:
+        results = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")}
+        self.summary["test"] = results
+
+    def _checkpoint_to_test(self) -> tuple[str | None, str]:
+        callback = self.trainer.checkpoint_callback
+        has_validation = bool(self.best_validation.metrics)
+        if callback is not None and has_validation and callback.best_model_path:
+            return callback.best_model_path, f"best by {callback.monitor}"
+        if callback is not None and callback.last_model_path:
+            return callback.last_model_path, "last"
+        return None, "final weights in memory (no checkpoint saved)"
+
+    def _write_summary(self, subcommand: str) -> None:
+        run = self.run_folder
+        if run is None or not self.trainer.is_global_zero:
+            return
+        config = self.config[subcommand]
+        datamodule = self.datamodule
+        data = datamodule.data_summary() if hasattr(datamodule, "data_summary") else {}
+        summary = {
+            "status": self.summary.get("status", "failed"),
+            "subcommand": subcommand,
+            "experiment": run.experiment,
+            "run_id": run.run_id,
+            "wandb_run_id": run.wandb_id,
+            "seed": config.get("seed_everything"),
+            "git_commit": git_commit(),
+            "packages": package_versions(),
+            "hardware": hardware(),
+            "wall_time_s": self.summary.get("wall_time_s"),
+            "train_size": data.get("train_size"),
+            "data": data,
+            "model": _model_description(self.model),
+            "global_step": self.trainer.global_step,
+            "epochs": self.trainer.current_epoch,
+            "best_validation": dict(self.best_validation.metrics),
+            "best_validation_epoch": self.best_validation.epoch,
+            "tested_checkpoint": self.summary.get("tested_checkpoint"),
+            "test": self.summary.get("test", {}),
+            "test_per_class_accuracy": getattr(self.model, "test_per_class_accuracy", None) or None,
+        }
+        write_json_atomic(run.path / SUMMARY_FILE, redact_secrets(summary))
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.summary.update({"status": summary["status"], **summary["test"]})
+
+
+def _finish_wandb(trainer: L.Trainer, failed: bool) -> None:
+    """Closes the W&B run (marked failed on a non-zero exit code) so the next run in this process starts clean."""
+    if not any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+    wandb.teardown()  # the next run in this process reads WANDB_MODE afresh
+
+
+def _model_description(model: L.LightningModule) -> dict[str, Any]:
+    hparams = dict(getattr(model, "hparams", {}) or {})
+    parameters = sum(p.numel() for p in model.parameters() if not getattr(p, "is_meta", False))
+    return {
+        "class": type(model).__name__,
+        "model_name": hparams.get("model_name") or hparams.get("preset"),
+        "parameters": parameters,
+    }
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Names a missing or malformed --config file before the parser reports it without the file name."""
+    for flag, value in zip(argv, argv[1:]):
+        if flag not in ("--config", "-c") or value.lstrip().startswith("{"):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {value!r} does not exist (relative paths start from {os.getcwd()})")
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"config file {value!r} is not valid YAML: {problem}{where}") from None
+
+
+def _extra_commands() -> dict[str, Callable[[list[str]], int]]:
+    """vitlight's own subcommands; each takes its argv and returns an exit code."""
+    from vitlight.commands import EXTRA_COMMANDS
+
+    return EXTRA_COMMANDS
+
+
+def main(argv: list[str] | None = None) -> int:
+    explicit = argv is not None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    extra = _extra_commands()
+    command = argv[0] if argv else None
+    if command and not command.startswith("-") and command not in LIGHTNING_COMMANDS and command not in extra:
+        valid = ", ".join(list(LIGHTNING_COMMANDS) + sorted(extra))
+        sys.stderr.write(f"vitlight: error: unknown subcommand {command!r}; valid subcommands: {valid}\n")
+        return 2
+    try:
+        if command in extra:
+            return extra[command](argv[1:])
+        check_config_files(argv)
+        VitlightCLI(args=argv if explicit else None)
+    except Exception as error:
+        user_error = _user_error_in_chain(error)
+        if user_error is None:
+            raise
+        sys.stderr.write(f"vitlight: error: {_one_line(str(user_error))}\n")
+        return user_error.exit_code
+    return 0
+
+
+def _user_error_in_chain(error: BaseException) -> VitlightError | None:
+    """jsonargparse wraps errors raised while instantiating classes; find ours inside."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, VitlightError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

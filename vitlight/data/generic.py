@@ -1,0 +1,209 @@
+"""Data modules for any image folder and any Hugging Face image-classification dataset.
+
+Both read their class list when constructed (a folder listing, or the hub's metadata), so
+that `num_classes` can be linked into the model. With `cache: null` (the default) a split is
+decoded into the cache when a sample of its images agree in size and are at most 96 px a
+side; otherwise it is decoded on the fly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vitlight.data.readers import SourceSplit
+from vitlight.data.readers.folder import ClassIndex, class_folders, find_image_folder
+from vitlight.data.readers.hub import class_names, dataset_dict_sources, hub_features, load_hub, load_saved
+from vitlight.data.sources import SourceDataModule
+from vitlight.errors import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageFolder(SourceDataModule):
+    """Images in `data_dir/<split>/<class>/<file>`; classes are train/'s folders in sorted order."""
+
+    default_image_size = 224
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+    cache_default = None
+    local_forms = "a folder with train/<class>/<image files> and test/<class>/<image files>"
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        test_folder: str = "test",
+        val_folder: str | None = "val",
+        image_size: int | None = None,
+        channels: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        train_size: float | None = None,
+        val_fraction: float = 0.02,
+        seed: int = 0,
+        random_resized_crop: bool = False,
+        crop_scale_min: float = 0.08,
+        random_crop_padding: int = 0,
+        horizontal_flip: bool = False,
+        randaugment: str | None = None,
+        cache: bool | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        """
+        Args:
+            data_dir: the folder holding train/, the test folder and optionally the val folder.
+            test_folder: name of the folder used as the test split.
+            val_folder: name of the validation folder; when absent (or None), val is carved from train.
+            mean: per-channel normalization mean (default: ImageNet's).
+            std: per-channel normalization std (default: ImageNet's).
+            cache: True/False forces the decode cache on/off; None decides from the image sizes.
+            Other arguments: as in SourceDataModule.
+        """
+        if data_dir is None:
+            raise DataError(f"ImageFolder needs data.data_dir: {self.local_forms}")
+        self.mean = tuple(mean) if mean else self.mean
+        self.std = tuple(std) if std else self.std
+        super().__init__(
+            data_dir=data_dir, image_size=image_size, channels=channels, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
+            val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
+            crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
+            horizontal_flip=horizontal_flip, randaugment=randaugment, cache=cache, cache_dir=cache_dir,
+        )
+        self.native_channels = self.channels
+        self.split_names = {"train": ("train",), "test": (test_folder,), "val": (val_folder,) if val_folder else ()}
+        train = self.data_path / "train"
+        if not train.is_dir():
+            raise DataError(f"ImageFolder: {train} is not a folder (expected {self.data_path}/train/<class>/<image files>)")
+        self._class_names = class_folders(train)
+        if not self._class_names:
+            raise DataError(f"ImageFolder: {train} has no class folders (expected {train}/<class>/<image files>)")
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._class_names)
+
+    def class_index(self) -> ClassIndex:
+        known = {name: index for index, name in enumerate(self._class_names)}
+        train = self.data_path / "train"
+
+        def index(folder: Path, names: list[str]) -> dict[str, int]:
+            unknown = next((name for name in names if name not in known), None)
+            if unknown is not None:
+                raise DataError(f"ImageFolder: class folder {folder / unknown} is not one of the {len(known)} classes in {train}")
+            return {name: known[name] for name in names}
+
+        return index
+
+    def find_sources(self) -> dict[str, SourceSplit]:
+        return find_image_folder(type(self).__name__, self.data_path, self.split_names, self.class_index())
+
+
+class HubImageDataset(SourceDataModule):
+    """Any Hugging Face dataset with an image column and a label column, from the hub or a save_to_disk folder."""
+
+    default_image_size = 224
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+    cache_default = None
+    local_forms = "a save_to_disk folder of it"
+
+    def __init__(
+        self,
+        dataset_id: str | None = None,
+        config_name: str | None = None,
+        revision: str | None = None,
+        data_dir: str | None = None,
+        image_column: str = "image",
+        label_column: str = "label",
+        train_split: str = "train",
+        test_split: str = "test",
+        val_split: str | None = None,
+        class_names: list[str] | None = None,
+        image_size: int | None = None,
+        channels: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        train_size: float | None = None,
+        val_fraction: float = 0.02,
+        seed: int = 0,
+        random_resized_crop: bool = False,
+        crop_scale_min: float = 0.08,
+        random_crop_padding: int = 0,
+        horizontal_flip: bool = False,
+        randaugment: str | None = None,
+        cache: bool | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        """
+        Args:
+            dataset_id: hub dataset id such as "uoft-cs/cifar10" (not needed with data_dir).
+            config_name: the dataset's configuration (subset), if it has several.
+            revision: branch, tag or commit to pin.
+            data_dir: a save_to_disk folder of the dataset, read instead of the hub.
+            image_column: name of the image column.
+            label_column: name of the integer label column.
+            train_split: split used for training.
+            test_split: split used for testing.
+            val_split: split used for validation; None carves val from train.
+            class_names: the class names in label order; None reads them from the label
+                column's ClassLabel feature (hub metadata, or the save_to_disk folder).
+            mean: per-channel normalization mean (default: ImageNet's).
+            std: per-channel normalization std (default: ImageNet's).
+            cache: True/False forces the decode cache on/off; None decides from the image sizes.
+            Other arguments: as in SourceDataModule.
+        """
+        if dataset_id is None and data_dir is None:
+            raise DataError("HubImageDataset needs data.dataset_id (a Hugging Face dataset id) or data.data_dir (a save_to_disk folder)")
+        self.mean = tuple(mean) if mean else self.mean
+        self.std = tuple(std) if std else self.std
+        super().__init__(
+            data_dir=data_dir, image_size=image_size, channels=channels, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
+            val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
+            crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
+            horizontal_flip=horizontal_flip, randaugment=randaugment, cache=cache, cache_dir=cache_dir,
+            revision=revision,
+        )
+        self.native_channels = self.channels
+        self.dataset_id = dataset_id
+        self.config_name = config_name
+        self.image_column = image_column
+        self.label_column = label_column
+        self.split_names = {"train": (train_split,), "test": (test_split,), "val": (val_split,) if val_split else ()}
+        self._saved = load_saved(self._owner, self.data_path) if data_dir is not None else None
+        self._class_names = list(class_names) if class_names else self._read_class_names()
+
+    @property
+    def _owner(self) -> str:
+        return f"HubImageDataset({self.dataset_id or self.data_dir})"
+
+    def _read_class_names(self) -> list[str]:
+        if self._saved is not None:
+            first = self._saved.get(self.split_names["train"][0])
+            first = first if first is not None else next(iter(self._saved.values()))
+            features = first.features
+        else:
+            features = hub_features(self._owner, self.dataset_id, self.config_name, self.revision, self.local_forms)
+        names = class_names(features, self.label_column)
+        if names is None:
+            raise DataError(f"{self._owner}: the label column {self.label_column!r} is not a ClassLabel, so the class names are unknown; set data.class_names")
+        return names
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._class_names)
+
+    def find_sources(self) -> dict[str, SourceSplit]:
+        if self._saved is not None:
+            splits, where = self._saved, str(self.data_path.resolve())
+        else:
+            splits = load_hub(self._owner, self.dataset_id, self.config_name, self.revision, self.local_forms)
+            where = f"hub:{self.dataset_id}"
+        return dataset_dict_sources(self._owner, splits, self.split_names, self.image_column, self.label_column, where)

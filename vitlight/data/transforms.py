@@ -1,0 +1,117 @@
+"""Transforms on uint8 (C, H, W) images, in two stages so that cached data is served a batch at a time.
+
+The sample stage brings each image to `image_size` (a resize, or train-time RandomResizedCrop)
+and applies RandAugment; when there is nothing random to do per image and the batch is one
+tensor (cached pixels), it is one batched resize, or nothing at all at the stored size. The
+batch stage does the CIFAR-style pad-and-crop, the horizontal flip (each image its own random
+draw) and the conversion to normalized float32. Eval transforms are deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from vitlight.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    image_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    random_resized_crop: bool = False
+    crop_scale_min: float = 0.08
+    random_crop_padding: int = 0
+    horizontal_flip: bool = False
+    randaugment: str | None = None
+
+
+def _randaugment(config: str, channels: int):
+    from timm.data.auto_augment import rand_augment_transform
+
+    if channels != 3:
+        raise ConfigError("data.randaugment needs 3-channel images; set data.channels: 3")
+    try:
+        pil_policy = rand_augment_transform(config, {"translate_const": 10, "img_mean": (124, 116, 104)})
+    except Exception as error:  # timm raises AssertionError/ValueError on a malformed string
+        raise ConfigError(f"data.randaugment {config!r} is not a timm RandAugment string such as 'rand-m9-mstd0.5' ({error})")
+    return v2.Compose([v2.ToPILImage(), pil_policy, v2.PILToTensor()])
+
+
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (..., C, H, W) with C in (1, 3) -> `channels` channels (grey repeated, or RGB to luma)."""
+    have = images.shape[-3]
+    if have == channels:
+        return images
+    if have == 1:
+        return images.expand(*images.shape[:-3], 3, *images.shape[-2:])
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    return (images.float() * weights).sum(-3, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+
+
+def random_crop_batch(images: torch.Tensor, padding: int) -> torch.Tensor:
+    """Pads (B, C, H, W) by reflection and crops each image back to (H, W) at its own random offset."""
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (padding, padding, padding, padding), mode="reflect")
+    offsets = torch.randint(0, 2 * padding + 1, (images.shape[0], 2)).tolist()
+    return torch.stack([image[:, top : top + height, left : left + width] for image, (top, left) in zip(padded, offsets)])
+
+
+def random_flip_batch(images: torch.Tensor) -> torch.Tensor:
+    """Flips each image of (B, C, H, W) left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0]) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+class Pipeline:
+    """The train or eval transform: `pipeline(image)` for one image, the two stages for a batch."""
+
+    def __init__(self, settings: TransformSettings, train: bool) -> None:
+        self.size = settings.image_size
+        self.crop = None
+        if train and settings.random_resized_crop:
+            self.crop = v2.RandomResizedCrop(self.size, scale=(settings.crop_scale_min, 1.0), antialias=True)
+        self.randaugment = _randaugment(settings.randaugment, settings.channels) if train and settings.randaugment else None
+        self.padding = settings.random_crop_padding if train and self.crop is None else 0
+        self.flip = train and settings.horizontal_flip
+        mean = torch.tensor(settings.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(settings.std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale, self.shift = 1.0 / (255.0 * std), mean / std  # (x / 255 - mean) / std = x * scale - shift
+
+    @property
+    def per_image(self) -> bool:
+        """Whether the sample stage has a random step that each image must draw for itself."""
+        return self.crop is not None or self.randaugment is not None
+
+    def _fit(self, images: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[-2:]) == (self.size, self.size):
+            return images
+        return TF.resize(images, [self.size, self.size], antialias=True)
+
+    def sample_stage(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """uint8 (B, C, H, W) tensor or list of (C, h, w) -> uint8 (B, C, S, S)."""
+        if isinstance(images, torch.Tensor) and not self.per_image:
+            return self._fit(images)
+        out = []
+        for image in images:
+            image = self.crop(image) if self.crop is not None else self._fit(image)
+            out.append(self.randaugment(image) if self.randaugment is not None else image)
+        return torch.stack(out)
+
+    def batch_stage(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, S, S) -> normalized float32 (B, C, S, S)."""
+        if self.padding > 0:
+            images = random_crop_batch(images, self.padding)
+        if self.flip:
+            images = random_flip_batch(images)
+        return images.float().mul_(self.scale).sub_(self.shift)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 (C, H, W) -> normalized float32 (C, S, S)."""
+        return self.batch_stage(self.sample_stage(image.unsqueeze(0)))[0]

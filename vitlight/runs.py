@@ -1,0 +1,165 @@
+"""The run folder `runs/<experiment>/<run id>/` and its summary.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from vitlight.errors import ConfigError
+
+SUMMARY_FILE = "summary.json"
+TRACKED_PACKAGES = ("vitlight", "torch", "torchvision", "lightning", "torchmetrics", "timm", "datasets", "wandb", "numpy")
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across parallel starts."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def new_wandb_id() -> str:
+    return secrets.token_hex(4)
+
+
+@dataclass
+class RunFolder:
+    runs_dir: Path
+    experiment: str
+    run_id: str
+    wandb_id: str
+    started: float = field(default_factory=time.time)
+
+    @property
+    def path(self) -> Path:
+        return self.runs_dir / self.experiment / self.run_id
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def check_writable(self) -> None:
+        """Fails before any work when the run folder could not be created."""
+        existing = self.path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot write the run folder {str(self.path)!r} ({str(existing)!r} is not a writable folder); set --runs_dir to a writable folder")
+
+    def create(self) -> None:
+        try:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create the run folder {str(self.path)!r} ({error.strerror}); set --runs_dir to a writable folder") from None
+        if not os.access(self.path, os.W_OK):
+            raise ConfigError(f"the run folder {str(self.path)!r} is not writable; set --runs_dir to a writable folder")
+
+
+def latest_run(runs_dir: Path, experiment: str) -> Path | None:
+    """The newest run folder of an experiment (run ids sort by start time)."""
+    folder = runs_dir / experiment
+    if not folder.is_dir():
+        return None
+    runs = sorted(p for p in folder.iterdir() if p.is_dir())
+    return runs[-1] if runs else None
+
+
+def read_summary(run_path: Path) -> dict[str, Any]:
+    return json.loads((run_path / SUMMARY_FILE).read_text())
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Writes to a temporary file in the same folder, syncs it, then renames: never a half-written file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=2, sort_keys=False, default=str)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cuda_devices": [],
+    }
+    if torch.cuda.is_available():
+        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value
+
+
+class BestValidationMetrics(Callback):
+    """Remembers every `val/*` metric of the epoch that the checkpoint monitor rated best."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
+        self.epoch: int | None = None
+        self._best: float | None = None
+
+    @staticmethod
+    def _monitor(trainer: L.Trainer) -> tuple[str | None, str]:
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.monitor:
+                return callback.monitor, callback.mode
+        return None, "min"
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        current = {k: _plain(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not current:
+            return
+        monitor, mode = self._monitor(trainer)
+        score = current.get(monitor) if monitor else None
+        better = (
+            self._best is None or score is None
+            or (score > self._best if mode == "max" else score < self._best)
+        )
+        if better:
+            self._best = score
+            self.metrics = current
+            self.epoch = trainer.current_epoch

@@ -1,0 +1,100 @@
+"""Building timm backbones: name checks, image size and channels, the CIFAR stem."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from vitlight.errors import ConfigError
+
+
+def close_model_names(name: str, count: int = 5) -> list[str]:
+    return difflib.get_close_matches(name, timm.list_models(), n=count, cutoff=0.6)
+
+
+def check_model_name(name: str) -> None:
+    if not timm.is_model(name):
+        close = close_model_names(name)
+        hint = f"; close names: {', '.join(close)}" if close else "; see timm.list_models() for valid names"
+        raise ConfigError(f"model.model_name {name!r} is not a timm model{hint}")
+
+
+def accepts_img_size(name: str) -> bool:
+    """Whether the architecture takes `img_size` (transformers do, CNNs do not).
+
+    Decided by building the model on the meta device, which costs no memory.
+    """
+    try:
+        with torch.device("meta"):
+            timm.create_model(name, pretrained=False, img_size=32, num_classes=2)
+    except TypeError:
+        return False
+    except Exception:  # other errors (e.g. a size the model rejects) still mean the keyword exists
+        return True
+    return True
+
+
+def create_backbone(
+    name: str,
+    num_classes: int,
+    image_size: int,
+    channels: int,
+    model_kwargs: dict[str, Any] | None,
+    pretrained: bool = False,
+) -> nn.Module:
+    check_model_name(name)
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": channels}
+    if accepts_img_size(name):
+        kwargs["img_size"] = image_size
+    kwargs.update(model_kwargs or {})
+    _check_patch_size(kwargs)
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as error:
+        raise ConfigError(f"model.model_kwargs do not fit timm model {name!r}: {error}") from None
+    except AssertionError as error:
+        raise ConfigError(f"timm model {name!r} rejects its arguments {kwargs}: {error or 'assertion failed'}") from None
+    except RuntimeError as error:
+        if pretrained and ("hub" in str(error).lower() or "connect" in str(error).lower()):
+            raise ConfigError(
+                f"cannot download pretrained weights for {name!r} (offline?); pass a local weights file as model.checkpoint_path"
+            ) from None
+        raise
+
+
+def _check_patch_size(kwargs: dict[str, Any]) -> None:
+    image_size, patch_size = kwargs.get("img_size"), kwargs.get("patch_size")
+    if isinstance(image_size, int) and isinstance(patch_size, int) and image_size % patch_size:
+        raise ConfigError(
+            f"image size {image_size} is not divisible by model.model_kwargs.patch_size {patch_size}; "
+            f"use a patch size that divides it (e.g. {', '.join(str(p) for p in range(2, 33) if image_size % p == 0)})"
+        )
+
+
+def apply_cifar_stem(model: nn.Module, channels: int) -> None:
+    """Replaces a ResNet's 7x7 stride-2 stem and max-pool by a 3x3 stride-1 conv, for 32x32 images."""
+    if hasattr(model, "conv1") and hasattr(model, "maxpool"):  # timm ResNet / ResNeXt
+        out_channels = model.conv1.out_channels
+        model.conv1 = nn.Conv2d(channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+        return
+    stem = getattr(model, "stem", None)
+    if isinstance(stem, nn.Sequential) and hasattr(stem, "conv"):  # timm ResNetV2 (BiT)
+        conv_class = type(stem.conv)
+        stem.conv = conv_class(channels, stem.conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        for name in ("pad", "pool"):
+            if hasattr(stem, name):
+                setattr(stem, name, nn.Identity())
+        return
+    raise ConfigError(
+        f"model.cifar_stem applies to ResNet, ResNeXt and BiT (ResNetV2) models, not {type(model).__name__}"
+    )
+
+
+def is_convnet(model: nn.Module) -> bool:
+    """CNNs run faster in channels_last; models with attention layers gain nothing from it."""
+    return not any("Attention" in type(module).__name__ for module in model.modules())

@@ -1,0 +1,210 @@
+"""Pixels for ImageGPT: normalized batches back to uint8, palettes fitted once per dataset, fast tokens.
+
+The data modules serve normalized float images; iGPT needs the uint8 pixels behind them.
+`to_uint8` undoes the normalization exactly (for untransformed images) with the data
+module's mean/std. `data_palette` fits a k-means palette on pixels sampled from a data
+module's training pool (independent of train_size), caches it under the vitlight cache
+folder and returns the cached copy on later runs. `Tokenizer` quantizes pixels through a
+memo table of colours already seen, so that after the first epoch a batch costs one lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vitlight.errors import ConfigError, DataError
+from vitlight.models.palette import Palette
+
+log = logging.getLogger(__name__)
+
+PALETTE_KINDS = ("kmeans", "uniform")
+PALETTE_FOLDER = "palettes"
+
+
+def to_uint8(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Normalized float images (B, C, H, W) -> uint8 pixels (B, H, W, C): round((x * std + mean) * 255)."""
+    mean = mean.to(images.device, torch.float32).view(1, -1, 1, 1)
+    std = std.to(images.device, torch.float32).view(1, -1, 1, 1)
+    pixels = ((images.float() * std + mean) * 255.0).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous()  # (B, C, H, W) -> (B, H, W, C)
+
+
+def normalization(datamodule: Any) -> tuple[Tensor, Tensor]:
+    """The (mean, std) a data module normalizes with, as float32 tensors (C,)."""
+    settings = datamodule.transform_settings
+    return torch.tensor(settings.mean, dtype=torch.float32), torch.tensor(settings.std, dtype=torch.float32)
+
+
+def build_palette(kind: str, size: int, channels: int, pixels: Tensor | None = None, seed: int = 0) -> Palette:
+    """A palette of exactly ``size`` entries: k-means on ``pixels`` (P, C) or uniform bins."""
+    check_palette_settings(kind, size, channels)
+    if kind == "uniform":
+        if channels == 1:
+            return Palette.grey(size)
+        return Palette.uniform(round(size ** (1 / 3)))
+    palette = Palette.fit_kmeans(pixels, k=size, seed=seed)
+    if palette.size < size:
+        # Fewer distinct colours than entries: repeat the last centre. Ties go to the first index,
+        # so the copies are never chosen, and the model's vocabulary keeps its configured size.
+        log.info("palette: only %d distinct colours for %d entries; padding", palette.size, size)
+        pad = palette.centers[-1:].expand(size - palette.size, -1)
+        palette = Palette(torch.cat([palette.centers, pad]), kind="kmeans")
+    return palette
+
+
+def check_palette_settings(kind: str, size: int, channels: int) -> None:
+    if kind not in PALETTE_KINDS:
+        raise ConfigError(f"model.palette must be one of {', '.join(PALETTE_KINDS)}, got {kind!r}")
+    if size < 2:
+        raise ConfigError(f"model.palette_size must be at least 2, got {size}")
+    if channels == 1 and size > 256:
+        raise ConfigError(f"model.palette_size={size} is more than the 256 grey levels of 1-channel data; use at most 256")
+    if kind == "uniform" and channels == 3 and round(size ** (1 / 3)) ** 3 != size:
+        levels = max(round(size ** (1 / 3)), 2)
+        raise ConfigError(
+            f"a uniform RGB palette has levels**3 entries; palette_size={size} is not a cube "
+            f"(e.g. {(levels - 1) ** 3}, {levels ** 3} or {(levels + 1) ** 3})"
+        )
+
+
+# ----- pixels of a data module ------------------------------------------------------------
+
+def split_pixels(datamodule: Any, split: str, indices: np.ndarray | None = None, count: int | None = None) -> tuple[Tensor, Tensor]:
+    """uint8 pixels (n, S, S, C) and labels (n,) of a set-up data module's split, as the model sees them at eval.
+
+    Images pass through the eval transform (resize to image_size, channel matching) and back
+    through `to_uint8`, so decoded and file-backed splits are treated alike.
+    """
+    datamodule.setup()
+    dataset = datamodule.dataset(split, train_transform=False)
+    if indices is None:
+        indices = np.arange(min(len(dataset), count if count is not None else len(dataset)))
+    mean, std = normalization(datamodule)
+    pixels, labels = [], []
+    for start in range(0, len(indices), 512):
+        items = dataset.__getitems__([int(i) for i in indices[start:start + 512]])
+        pixels.append(to_uint8(torch.stack([image for image, _ in items]), mean, std))
+        labels.append(torch.tensor([label for _, label in items], dtype=torch.long))
+    if not pixels:
+        raise DataError(f"the {split} split has no images")
+    return torch.cat(pixels), torch.cat(labels)
+
+
+def _pool_pixels(datamodule: Any, n_images: int, seed: int) -> Tensor:
+    """uint8 (n, S, S, C): up to ``n_images`` images drawn (seeded) from the whole training pool."""
+    from vitlight.data.base import SplitDataset
+    from vitlight.data.transforms import Pipeline
+
+    pool = datamodule.load_split("train")
+    if pool is None or len(pool) == 0:
+        raise DataError(f"{type(datamodule).__name__}: no training images to fit a palette on")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(pool), size=min(n_images, len(pool)), replace=False))
+    dataset = SplitDataset(pool, Pipeline(datamodule.transform_settings, train=False), datamodule.channels)
+    mean, std = normalization(datamodule)
+    blocks = []
+    for start in range(0, len(chosen), 512):
+        items = dataset.__getitems__([int(i) for i in chosen[start:start + 512]])
+        blocks.append(to_uint8(torch.stack([image for image, _ in items]), mean, std))
+    return torch.cat(blocks)
+
+
+def palette_cache_name(datamodule: Any, kind: str, size: int, seed: int, n_images: int, n_pixels: int) -> str:
+    """`<Dataset>-<kind><size>-seed<seed>-<digest>.pt`; the digest covers where the data is and its shape."""
+    data_dir = getattr(datamodule, "data_dir", None)
+    where = str(Path(data_dir).expanduser().resolve()) if data_dir else ""
+    parts = [type(datamodule).__name__, where, datamodule.image_size, datamodule.channels, n_images, n_pixels, 1]
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:12]
+    return f"{type(datamodule).__name__}-{kind}{size}-seed{seed}-{digest}.pt"
+
+
+def data_palette(
+    datamodule: Any,
+    kind: str = "kmeans",
+    size: int = 512,
+    seed: int = 0,
+    n_images: int = 5000,
+    n_pixels: int = 200_000,
+) -> Palette:
+    """The palette of a data module: uniform bins, or k-means fitted once and cached.
+
+    k-means sees ``n_pixels`` pixels drawn from ``n_images`` training-pool images (both seeded),
+    at the model's image_size and channels. The cache key is the dataset, its folder, image
+    size, channels, kind, size, seed and sample sizes -- not train_size, so every subset of one
+    dataset shares one palette.
+    """
+    channels = datamodule.channels
+    if kind == "uniform":
+        return build_palette(kind, size, channels)
+    check_palette_settings(kind, size, channels)
+    from vitlight.data.cache import cache_root
+
+    path = cache_root() / PALETTE_FOLDER / palette_cache_name(datamodule, kind, size, seed, n_images, n_pixels)
+    if path.is_file():
+        try:
+            return Palette.load(path)
+        except (OSError, ValueError, RuntimeError) as error:
+            log.info("palette cache %s is unreadable (%s); fitting again", path, error)
+    pixels = Palette.sample_pixels(_pool_pixels(datamodule, n_images, seed), n_pixels, seed=seed)
+    log.info("fitting a %d-colour k-means palette on %d pixels of %s (cached in %s)", size, len(pixels), type(datamodule).__name__, path)
+    palette = build_palette(kind, size, channels, pixels, seed)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{torch.randint(10**9, ()).item()}")
+        palette.save(tmp)
+        tmp.replace(path)
+    except OSError as error:
+        log.info("cannot cache the palette in %s (%s)", path, error)
+    return palette
+
+
+# ----- quantization with a memo table ------------------------------------------------------
+
+class Tokenizer:
+    """uint8 pixels -> palette tokens, exact, with a table of every colour seen so far.
+
+    The table has 256**C entries (16.7M int16 = 32 MiB for RGB), -1 where a colour is not yet
+    known; unknown colours of a batch are quantized once and written in. Lives on the
+    device of the pixels it last saw.
+    """
+
+    def __init__(self, palette: Palette) -> None:
+        self.palette = palette
+        self.table: Tensor | None = None
+
+    def __call__(self, pixels: Tensor) -> Tensor:
+        """uint8 (B, H, W, C) -> int64 tokens (B, H*W)."""
+        pixels = self.palette.check_fits(pixels)
+        b, h, w, c = pixels.shape
+        if self.table is None or self.table.device != pixels.device:
+            dtype = torch.int16 if self.palette.size <= 2**15 else torch.int32
+            self.table = torch.full((256**c,), -1, dtype=dtype, device=pixels.device)
+        flat = pixels.reshape(-1, c).long()
+        codes = flat[:, 0]
+        for channel in range(1, c):
+            codes = codes * 256 + flat[:, channel]  # (P,) packed colour
+        tokens = self.table[codes]
+        missing = tokens < 0
+        if missing.any():
+            new = torch.unique(codes[missing])
+            colours = torch.stack([(new // 256 ** (c - 1 - i)) % 256 for i in range(c)], dim=1)
+            found = self.palette.quantize(colours.to(torch.uint8).view(1, -1, 1, c)).view(-1)
+            self.table[new] = found.to(self.table.dtype)
+            tokens = self.table[codes]
+        return tokens.long().view(b, h * w)
+
+
+def bits_per_dim(nats_per_token: Tensor | float) -> Tensor | float:
+    """Bits per dimension from a mean negative log-likelihood in nats per token: nats / ln 2.
+
+    One dimension is one token, i.e. one pixel's palette colour (see docs/imagegpt.md).
+    """
+    return nats_per_token / math.log(2.0)

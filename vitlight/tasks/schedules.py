@@ -1,0 +1,47 @@
+"""Learning-rate schedules stepped once per optimizer step."""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+class WarmupCosine(LambdaLR):
+    """Linear warmup from 0 to the base rate, then cosine decay to `min_lr_ratio` of it.
+
+    `total_steps=None` is filled in by the task from the trainer's estimated stepping
+    batches (`set_total_steps`), so a YAML never has to know the dataset size.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int = 0,
+        warmup_fraction: float = 0.0,
+        total_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+    ) -> None:
+        self.warmup_steps = warmup_steps
+        self.warmup_fraction = warmup_fraction
+        self.total_steps = total_steps
+        self.min_lr_ratio = min_lr_ratio
+        super().__init__(optimizer, self._factor)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        if self.total_steps is None:
+            self.total_steps = max(int(total_steps), 1)
+
+    def _warmup(self) -> int:
+        if self.warmup_steps:
+            return self.warmup_steps
+        return int(self.warmup_fraction * (self.total_steps or 0))
+
+    def _factor(self, step: int) -> float:
+        warmup = self._warmup()
+        if step < warmup:
+            return (step + 1) / warmup
+        total = self.total_steps or 1
+        progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
