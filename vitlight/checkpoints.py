@@ -64,6 +64,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> t
     module_class = import_class(config["model"]["class_path"])
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     hparams.pop("_instantiator", None)
+    hparams.pop("_class_path", None)  # added by LightningCLI in subclass mode; not an init argument
     # the weights come from the checkpoint: do not reload a pretrained or fine-tuning source
     for key in ("pretrained", "checkpoint_path"):
         if key in hparams:

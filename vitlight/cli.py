@@ -29,6 +29,8 @@ from vitlight.runs import (
 log = logging.getLogger("vitlight")
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# Passed to the processes that Lightning launches for DDP, so that every rank writes one run folder.
+RUN_ID_ENV, WANDB_ID_ENV = "VITLIGHT_RUN_ID", "VITLIGHT_WANDB_ID"
 
 
 def _one_line(message: str) -> str:
@@ -57,8 +59,9 @@ class RedactedSaveConfig(SaveConfigCallback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.already_saved:
             return
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
         if trainer.is_global_zero:
-            config_path = Path(trainer.log_dir or ".") / self.config_filename
+            config_path = Path(log_dir or ".") / self.config_filename
             config_path.parent.mkdir(parents=True, exist_ok=True)
             config_path.write_text(yaml.safe_dump(self._resolved(), sort_keys=False))
             self.save_config(trainer, pl_module, stage)
@@ -127,6 +130,10 @@ class VitlightCLI(LightningCLI):
         run_id, wandb_id = new_run_id(), new_wandb_id()
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             run_id, wandb_id, config.ckpt_path = self._resume_target(runs_dir, experiment)
+        if os.environ.get("LOCAL_RANK") and os.environ.get(RUN_ID_ENV):
+            # a DDP worker that Lightning re-launched: join rank 0's run folder and W&B run
+            run_id, wandb_id = os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV]
+        os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV] = run_id, wandb_id
         self.run_folder = RunFolder(runs_dir, experiment, run_id, wandb_id)
         self.run_folder.check_writable()
         config.experiment = experiment

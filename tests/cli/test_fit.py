@@ -119,7 +119,9 @@ def test_shared_sections_resolve_from_any_working_directory(tmp_path: Path, caps
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(TINY_VIT), "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["trainer"]["logger"][0]["class_path"].endswith("WandbLogger")
+    logger = printed["trainer"]["logger"]
+    assert (logger[0] if isinstance(logger, list) else logger)["class_path"].endswith("WandbLogger")
+    assert printed["trainer"]["callbacks"][0]["init_args"]["monitor"] == "val/acc"
 
 
 def test_stacked_configs_last_wins(tmp_path: Path, capsys):

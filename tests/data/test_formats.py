@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.data.conftest import cifar_batches, idx_files, label_value, pixels_of, save_image
-from vitlight.data import CIFAR10, CIFAR100, MNIST, STL10, SVHN, FashionMNIST, TinyImageNet
+from vitlight.data import CIFAR10, CIFAR100, MNIST, STL10, SVHN, FashionMNIST, Flowers102, OxfordPets, TinyImageNet
 from vitlight.errors import DataError
 
 
@@ -152,3 +152,36 @@ def test_tiny_imagenet_original_layout(tmp_path: Path) -> None:
     assert len(module.splits["train"]) == 200 and module.splits["test"].labels.tolist() == [0, 5, 199]
     images, labels = next(iter(module.test_dataloader()))
     assert images.shape == (3, 3, 8, 8) and torch.isfinite(images).all()
+
+
+def test_oxford_pets_annotation_lists(tmp_path: Path) -> None:
+    root = tmp_path / "oxford-iiit-pet"
+    (root / "annotations").mkdir(parents=True)
+    for split, names in (("trainval", ["Abyssinian_1", "yorkshire_terrier_2", "Bengal_3"]), ("test", ["beagle_4"])):
+        lines = ["#Image CLASS-ID SPECIES BREED ID"]
+        for name in names:
+            label = {"Abyssinian": 1, "yorkshire": 37, "Bengal": 6, "beagle": 5}[name.split("_")[0]]
+            save_image(root / "images" / f"{name}.jpg", pixels_of(label % 12, 30))
+            lines.append(f"{name} {label} 1 1")
+        (root / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    module = OxfordPets(data_dir=str(tmp_path), image_size=16, num_workers=0, val_fraction=0)
+    module.setup()
+    assert sorted(module.splits["train"].labels.tolist()) == [0, 5, 36] and module.splits["test"].labels.tolist() == [4]
+    assert module.classes[36] == "yorkshire_terrier"
+    image, label = module.dataset("test")[0]
+    assert image.shape == (3, 16, 16) and label == 4
+
+
+def test_flowers102_mat_files_with_stored_val(tmp_path: Path) -> None:
+    savemat = pytest.importorskip("scipy.io").savemat
+    root = tmp_path / "flowers-102"
+    labels = np.array([1, 2, 102, 5, 7, 1])  # 1-based, as in imagelabels.mat
+    for number, label in enumerate(labels, start=1):
+        save_image(root / "jpg" / f"image_{number:05d}.jpg", pixels_of(label % 12, 12))
+    savemat(root / "imagelabels.mat", {"labels": labels[None, :]})
+    savemat(root / "setid.mat", {"trnid": np.array([[1, 2, 3]]), "valid": np.array([[4]]), "tstid": np.array([[5, 6]])})
+    module = Flowers102(data_dir=str(tmp_path), image_size=8, num_workers=0)
+    module.setup()
+    assert sorted(module.splits["train"].labels.tolist()) == [0, 1, 101]
+    assert module.splits["val"].labels.tolist() == [4] and module.val_source.startswith("stored")
+    assert module.splits["test"].labels.tolist() == [6, 0]

@@ -14,10 +14,16 @@ from vitlight.data.readers import SourceSplit
 from vitlight.data.readers.folder import ClassIndex, class_folders, find_image_folder
 from vitlight.data.readers.hub import class_names, dataset_dict_sources, hub_features, load_hub, load_saved
 from vitlight.data.sources import SourceDataModule
+from vitlight.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitlight.errors import DataError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+def _stats(name: str, values: list[float] | None, default: tuple[float, ...]) -> tuple[float, ...]:
+    if values is None:
+        return default
+    if len(values) not in (1, 3):
+        raise DataError(f"data.{name} needs 1 or 3 values (one per channel), got {list(values)}")
+    return tuple(float(v) for v in values)
 
 
 class ImageFolder(SourceDataModule):
@@ -64,8 +70,7 @@ class ImageFolder(SourceDataModule):
         """
         if data_dir is None:
             raise DataError(f"ImageFolder needs data.data_dir: {self.local_forms}")
-        self.mean = tuple(mean) if mean else self.mean
-        self.std = tuple(std) if std else self.std
+        self.mean, self.std = _stats("mean", mean, self.mean), _stats("std", std, self.std)
         super().__init__(
             data_dir=data_dir, image_size=image_size, channels=channels, batch_size=batch_size,
             eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
@@ -161,8 +166,7 @@ class HubImageDataset(SourceDataModule):
         """
         if dataset_id is None and data_dir is None:
             raise DataError("HubImageDataset needs data.dataset_id (a Hugging Face dataset id) or data.data_dir (a save_to_disk folder)")
-        self.mean = tuple(mean) if mean else self.mean
-        self.std = tuple(std) if std else self.std
+        self.mean, self.std = _stats("mean", mean, self.mean), _stats("std", std, self.std)
         super().__init__(
             data_dir=data_dir, image_size=image_size, channels=channels, batch_size=batch_size,
             eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,

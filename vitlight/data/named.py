@@ -19,10 +19,10 @@ from vitlight.data.readers.binary import find_stl10, find_svhn
 from vitlight.data.readers.cifar import find_cifar
 from vitlight.data.readers.folder import class_folders, find_tiny_imagenet, tiny_imagenet_wnids
 from vitlight.data.readers.idx import find_idx
+from vitlight.data.readers.lists import find_flowers, find_pets
 from vitlight.data.sources import SourceDataModule
+from vitlight.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FOLDERS = "an image folder with train/<class>/ and test/<class>/ (optional val/), or a save_to_disk folder"
 
 
@@ -126,12 +126,18 @@ class OxfordPets(SourceDataModule):
     std = IMAGENET_STD
     hub_id = "timm/oxford-iiit-pet"
     local_names = ("oxford-iiit-pet", "oxford_pets", "OxfordPets")
-    local_forms = FOLDERS
+    local_forms = f"oxford-iiit-pet/ (images/ and annotations/trainval.txt, test.txt), {FOLDERS}"
     cache_default = False
+
+    def read_native(self, root: Path) -> dict[str, SourceSplit] | None:
+        return find_pets(root, self.num_classes)
 
 
 class Flowers102(SourceDataModule):
-    """Oxford Flowers-102: 102 classes named by their official number; decoded on the fly."""
+    """Oxford Flowers-102: 102 classes named by their official number; decoded on the fly.
+
+    The original files have a stored validation split (1,020 train, 1,020 val, 6,149 test).
+    """
 
     class_names = classnames.FLOWERS102
     default_image_size = 224
@@ -139,8 +145,11 @@ class Flowers102(SourceDataModule):
     std = IMAGENET_STD
     hub_id = "nelorth/oxford-flowers"
     local_names = ("flowers-102", "flowers102", "Flowers102")
-    local_forms = FOLDERS
+    local_forms = f"flowers-102/ (jpg/, imagelabels.mat, setid.mat), {FOLDERS}"
     cache_default = False
+
+    def read_native(self, root: Path) -> dict[str, SourceSplit] | None:
+        return find_flowers(root, self.num_classes)
 
 
 class Imagenette(SourceDataModule):

@@ -7,7 +7,8 @@ format (CIFAR batches, IDX, ...), a `datasets` save_to_disk folder, or an image 
 
 Small-image datasets are decoded once into the cache (see vitlight.data.cache) and served
 from a memory map; large-image ones are decoded on the fly by the loader's workers, after a
-one-time header check of every file (its result is cached too).
+one-time header check of every file (its result is cached too; images inside a hub dataset's
+Arrow files are checked as they are decoded).
 """
 
 from __future__ import annotations
@@ -168,27 +169,30 @@ class SourceDataModule(ImageDataModule):
         source = self._found.get(split)
         if source is None:
             return None
-        data = None if source.decoded else source.load()
-        if self._caches(data):
-            return self._from_cache(split, source, data)
+        data = None if source.decoded else source.load()  # cheap for encoded images: a list of sources
+        common = None if data is None else common_size(data.paths)
+        if self._caches(data, common):
+            return self._from_cache(split, source, data, common)
         data = data if data is not None else source.load()
         return self._without_unreadable(split, source, data) if isinstance(data.paths, list) else data
 
-    def _caches(self, data: SplitData | None) -> bool:
+    def _caches(self, data: SplitData | None, common: tuple[int, int] | None) -> bool:
         use = self.cache if self.cache is not None else self.cache_default
         if use is not None:
             return use
-        if data is None or data.paths is None:
-            return True
-        size = common_size(data.paths)
-        return size is not None and max(size) <= AUTO_CACHE_MAX_SIDE
+        return data is None or (common is not None and max(common) <= AUTO_CACHE_MAX_SIDE)
 
     def _store(self) -> ImageCache:
         return ImageCache(cache_root(self.cache_dir))
 
-    def _from_cache(self, split: str, source: SourceSplit, data: SplitData | None) -> SplitData:
+    def _from_cache(self, split: str, source: SourceSplit, data: SplitData | None, common: tuple[int, int] | None) -> SplitData:
+        """The split's pixels from its cache entry, decoded into one first if there is none.
+
+        Decoded sources keep their stored size; encoded images are stored at the size a sample of
+        them shares (`common`), or at image_size when they have none.
+        """
         owner = type(self).__name__
-        size = None if data is None else (common_size(data.paths) or (self.image_size, self.image_size))
+        size = None if data is None else (common or (self.image_size, self.image_size))
         parts = [owner, split, source.origin, source.key, f"channels={self.native_channels}", f"size={size or 'stored'}"]
         name = f"{owner}-{split}-{source_digest(parts, source.files)}"
         store = self._store()
@@ -196,7 +200,7 @@ class SourceDataModule(ImageDataModule):
         if hit is None:
             log.info("%s: decoding the %s split (%s) once into the cache %s", owner, split, source.origin, store.root / name)
             data = data if data is not None else source.load()
-            store.write(name, lambda writer: self._fill(writer, data, size))
+            store.write(name, lambda writer: self._fill(writer, data, size, odd_sizes_warn=common is not None))
             hit = store.read(name)
             if hit is None:
                 raise DataError(f"{owner}: the cache entry {store.root / name} cannot be read back")
@@ -204,8 +208,12 @@ class SourceDataModule(ImageDataModule):
         report_unreadable(owner, source.origin, meta.get("unreadable", []), meta.get("total", len(labels)))
         return SplitData(labels=labels, images=images, origin=source.origin)
 
-    def _fill(self, writer: CacheWriter, data: SplitData, size: tuple[int, int] | None) -> None:
-        """Streams a split's pixels into a cache entry, skipping unreadable images (too many is an error)."""
+    def _fill(self, writer: CacheWriter, data: SplitData, size: tuple[int, int] | None, odd_sizes_warn: bool) -> None:
+        """Streams a split's pixels into a cache entry, skipping unreadable images (too many is an error).
+
+        Images are stored at `size`: the size they share, where a few of another size are resized with
+        a warning (odd_sizes_warn), or image_size when they have no common size.
+        """
         writer.meta.update(total=len(data), unreadable=[])
         if data.images is not None:
             for start in range(0, len(data), WRITE_BLOCK):
@@ -234,7 +242,8 @@ class SourceDataModule(ImageDataModule):
         if len(bad) > MAX_BAD_FRACTION * len(data):
             report_unreadable(type(self).__name__, data.origin, bad, len(data))
         if resized:
-            warnings.warn(f"{type(self).__name__}: resized {resized} image(s) of {data.origin} to {size[0]}x{size[1]} for the cache", DataWarning)
+            message = f"{type(self).__name__}: resized {resized} image(s) of {data.origin} to {size[0]}x{size[1]} for the cache"
+            warnings.warn(message, DataWarning) if odd_sizes_warn else log.info(message)
         writer.meta.update(unreadable=bad, resized=resized)
 
     def _without_unreadable(self, split: str, source: SourceSplit, data: SplitData) -> SplitData:

@@ -18,6 +18,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from vitlight.errors import ConfigError
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclass(frozen=True)
 class TransformSettings:

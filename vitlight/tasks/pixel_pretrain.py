@@ -103,10 +103,10 @@ class PixelPretrainer(L.LightningModule):
         self.tokenizer: Tokenizer | None = None
         self.pixel_mean: Tensor | None = None
         self.pixel_std: Tensor | None = None
-        self.mean_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
-        self.mean_nll = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
+        self.mean_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})  # weighted by images
+        self.mean_nll = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})  # weighted by scored tokens
         if self.classifier is not None:
-            self.accuracy = nn.ModuleDict({stage: MulticlassAccuracy(num_classes, average="micro") for stage in STAGES})
+            self.accuracy = nn.ModuleDict({f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in STAGES})
         if checkpoint_path:
             self._load_pretrained(checkpoint_path)
 
@@ -277,7 +277,7 @@ class PixelPretrainer(L.LightningModule):
             logits = self.classifier(pooled)
             cls_loss = F.cross_entropy(logits, labels)
             loss = loss + h.classifier_weight * cls_loss
-            accuracy = self.accuracy[stage]
+            accuracy = self.accuracy[f"{stage}_acc"]
             accuracy.update(logits.detach(), labels)
             self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "test")
             self.log(f"{stage}/cls_loss", cls_loss.detach(), on_step=stage == "train", on_epoch=stage != "train", batch_size=len(labels))

@@ -11,6 +11,8 @@ probe for one layer as a LightningModule, trained by the standard trainer (`val/
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,7 +28,8 @@ from vitlight.tasks.schedules import WarmupCosine
 
 log = logging.getLogger(__name__)
 
-DEFAULT_L2 = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+DEFAULT_L2 = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+SMALL_PROBLEM = 8_000_000  # feature values below which the probe fits on one thread
 
 
 class LayerFeatures(nn.Module):
@@ -154,21 +157,43 @@ def fit_logistic_regression(
     xs, xv = (x_train - mean) / std, (x_val - mean) / std
     weight = torch.zeros(x_train.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    threads = torch.get_num_threads()
+    if xs.numel() < SMALL_PROBLEM:
+        torch.set_num_threads(1)  # on small problems, thread hand-offs cost more than the arithmetic
     best: tuple[float, float, Tensor, Tensor] | None = None
     scores: dict[float, float] = {}
-    with torch.enable_grad():
-        for l2 in sorted(l2_grid, reverse=True):
-            _lbfgs(xs, y_train, weight, bias, float(l2), max_iter)
-            with torch.no_grad():
-                acc = float(((xv @ weight + bias).argmax(1) == y_val).double().mean())
-            scores[float(l2)] = acc
-            if best is None or acc > best[0]:
-                best = (acc, float(l2), weight.detach().clone(), bias.detach().clone())
+    try:
+        with torch.enable_grad():
+            for l2 in sorted(l2_grid, reverse=True):
+                _lbfgs(xs, y_train, weight, bias, float(l2), max_iter)
+                with torch.no_grad():
+                    acc = float(((xv @ weight + bias).argmax(1) == y_val).double().mean())
+                scores[float(l2)] = acc
+                if best is None or acc > best[0]:
+                    best = (acc, float(l2), weight.detach().clone(), bias.detach().clone())
+    finally:
+        torch.set_num_threads(threads)
     acc, l2, w, b = best
     return ProbeFit(weight=w, bias=b, mean=mean, std=std, l2=l2, val_acc=acc, val_by_l2=scores)
 
 
 # ----- the probe as a LightningModule --------------------------------------------------------
+
+@contextmanager
+def _own_hyperparameters() -> Iterator[None]:
+    """Lets a module built inside another's __init__ record its own init arguments.
+
+    LightningCLI hands the outer module's arguments to `save_hyperparameters` through a context
+    variable, which an inner LightningModule would otherwise take for its own.
+    """
+    from lightning.pytorch.core.mixins import hparams_mixin
+
+    token = hparams_mixin._given_hyperparameters.set(None)
+    try:
+        yield
+    finally:
+        hparams_mixin._given_hyperparameters.reset(token)
+
 
 class LinearProbe(L.LightningModule):
     """A linear classifier on one frozen layer's pooled features, trained by the Lightning loop.
@@ -223,10 +248,15 @@ class LinearProbe(L.LightningModule):
             width = self._width(module, channels, image_size)
         self.norm = nn.BatchNorm1d(width, affine=False)  # standardization before the linear layer, as in MAE
         self.head = nn.Linear(width, num_classes)
-        self.accuracy = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")})
+        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")})
 
     @staticmethod
     def _source(checkpoint_path, source, preset, palette_size, num_classes, image_size, channels):
+        with _own_hyperparameters():
+            return LinearProbe._build_source(checkpoint_path, source, preset, palette_size, num_classes, image_size, channels)
+
+    @staticmethod
+    def _build_source(checkpoint_path, source, preset, palette_size, num_classes, image_size, channels):
         from vitlight.checkpoints import import_class, load_module
 
         if checkpoint_path:
@@ -271,9 +301,9 @@ class LinearProbe(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        self.accuracy[stage].update(logits.detach(), labels)
+        self.accuracy[f"{stage}_acc"].update(logits.detach(), labels)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=stage != "train", prog_bar=True, batch_size=len(labels))
-        self.log(f"{stage}/acc", self.accuracy[stage], on_step=False, on_epoch=True, prog_bar=stage != "test")
+        self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=stage != "test")
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:

@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="a vitlight checkpoint (PixelPretrainer or ImageClassifier)")
     p.add_argument("--layers", default="all", help="all, middle, or block indices such as 0,3,-1")
     p.add_argument("--pool", default="mean", choices=("mean", "cls"), help="average over positions, or the class token (ViT)")
-    p.add_argument("--l2", default="1e-5,1e-4,1e-3,1e-2,1e-1", help="L2 strengths to choose from on the validation split")
+    p.add_argument("--l2", default="1e-5,1e-4,1e-3,1e-2,1e-1,1", help="L2 strengths to choose from on the validation split")
     p.add_argument("--max_iter", type=int, default=500, help="L-BFGS iterations per L2 strength")
     p.add_argument("--baseline", default="pixels", choices=("pixels", "none"), help="also probe the (quantized) pixels")
     p.add_argument("--batch_size", type=int, default=256, help="images per feature-extraction batch")
@@ -56,7 +56,7 @@ def parse_layers(text: str) -> str | list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"--layers {text!r} must be all, middle, or comma-separated block indices such as 0,3,-1") from None
+        raise ConfigError(f"probe layers {text!r} (--layers) must be all, middle, or comma-separated block indices such as 0,3,-1") from None
 
 
 def parse_l2(text: str) -> list[float]:
@@ -65,7 +65,7 @@ def parse_l2(text: str) -> list[float]:
     except ValueError:
         values = []
     if not values or any(v < 0 for v in values):
-        raise ConfigError(f"--l2 {text!r} must be comma-separated non-negative numbers such as 1e-4,1e-3")
+        raise ConfigError(f"L2 strengths {text!r} (--l2) must be comma-separated non-negative numbers such as 1e-4,1e-3")
     return values
 
 
@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
         print(f"{name:>9}  val {baseline['val_acc']:.4f}  test {baseline['test_acc']:.4f}  (l2 {baseline['l2']:g})", flush=True)
     best = max(rows, key=lambda row: (row["val_acc"], -row["layer"]))
 
-    folder.create()
+    folder.path.mkdir(parents=True, exist_ok=True)
     title = f"{features.name} on {type(datamodule).__name__} ({len(data['train'][1])} train images)"
     plot = accuracy_plot(rows, baseline, title, folder.path / PLOT_FILE)
     summary = {

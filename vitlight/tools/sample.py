@@ -46,7 +46,7 @@ def device_of(name: str) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device (use auto, cpu, cuda, cuda:1, ...)") from None
+        raise ConfigError(f"device {name!r} (--device) is not a device (use auto, cpu, cuda, cuda:1, ...)") from None
 
 
 def default_out(checkpoint: str) -> Path:
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
 
     args, overrides = split_data_overrides(parser(), argv)
     if args.n < 1 or args.samples < 1:
-        raise ConfigError(f"--n ({args.n}) and --samples ({args.samples}) must be at least 1")
+        raise ConfigError(f"the number of images (--n {args.n}) and of completions (--samples {args.samples}) must be at least 1")
     device = device_of(args.device)
     module, config = load_module(args.ckpt, map_location=device)
     if not hasattr(module, "complete"):
@@ -88,15 +88,15 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"{args.ckpt!r} is a BERT iGPT (objective 'bert'); completing images needs an autoregressive one")
     size = module.palette.size
     if args.top_k is not None and not 1 <= args.top_k <= size:
-        raise ConfigError(f"--top_k {args.top_k} must be between 1 and the checkpoint's palette size {size}")
+        raise ConfigError(f"top_k={args.top_k} (--top_k) must be between 1 and the checkpoint's palette size {size}")
     if args.temperature < 0:
-        raise ConfigError(f"--temperature must be >= 0 (0: the most likely colour), got {args.temperature}")
+        raise ConfigError(f"temperature (--temperature) must be >= 0 (0: the most likely colour), got {args.temperature}")
     datamodule = build_datamodule(config.get("data"), overrides)
     datamodule.setup()
     module.attach_data(datamodule, check_palette=args.palette == "check")
     height = datamodule.image_size
     if args.rows is not None and not 0 <= args.rows < height:
-        raise ConfigError(f"--rows {args.rows} must be between 0 and {height - 1} for {height}x{height} images")
+        raise ConfigError(f"rows={args.rows} (--rows) must be between 0 and {height - 1} for {height}x{height} images")
     pixels, _ = split_pixels(datamodule, args.split, count=args.n)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     grid = completion_grid(*module.complete(

@@ -73,7 +73,10 @@ def list_images(folder: Path) -> list[str]:
 
 
 def list_split_folder(owner: str, folder: Path, index: ClassIndex) -> tuple[list[str], np.ndarray, dict[str, int]]:
-    """(image paths, labels, class-folder mapping) of one split folder; an empty class folder is an error."""
+    """(image paths, labels, class-folder mapping) of one split folder, in a fixed shuffled order.
+
+    An empty class folder is an error.
+    """
     names = class_folders(folder)
     if not names:
         raise DataError(f"{owner}: {folder} has no class folders (expected {folder}/<class>/<image files>)")
@@ -86,7 +89,10 @@ def list_split_folder(owner: str, folder: Path, index: ClassIndex) -> tuple[list
             raise DataError(f"{owner}: class folder {folder / name} is empty (no image files)")
         paths.extend(files)
         labels.extend([mapping[name]] * len(files))
-    return paths, np.asarray(labels, dtype=np.int64), mapping
+    # A fixed shuffle interleaves the classes, so that a partial evaluation pass (limit_val_batches,
+    # an unshuffled loader stopped early) sees every class; the order is the same on every run.
+    order = np.random.default_rng(0).permutation(len(paths))
+    return [paths[i] for i in order], np.asarray(labels, dtype=np.int64)[order], mapping
 
 
 def _mapping_key(mapping: dict[str, int]) -> str:

@@ -11,6 +11,7 @@ HF_TOKEN or `hf auth login`, as usual for the hub client.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -79,7 +80,7 @@ def _why(error: Exception) -> str | None:
     """A short reason for a hub failure, or None when the failure is not about reaching the hub."""
     text = f"{type(error).__name__}: {error}"
     first = text.splitlines()[0][:200]
-    if "gated" in text.lower() or "401" in text or "403" in text:
+    if "gated" in text.lower() or re.search(r"\b40[13] Client Error\b|\bUnauthorized\b", text):
         return "gated: accept its terms on huggingface.co, then log in with `hf auth login` or set HF_TOKEN"
     if type(error).__name__ in ("DatasetNotFoundError", "RepositoryNotFoundError", "RevisionNotFoundError"):
         return f"not found, or not accessible with the current token ({first})"

@@ -1,0 +1,356 @@
+"""The scaling-study report: runs -> accuracy against data and compute, the ViT/CNN crossover, plots, markdown.
+
+Runs are read from run folders (summary.json + config.yaml, found recursively, so a sweep
+folder or a runs/ folder both work). Training compute is counted, not estimated: the FLOPs of
+one training step (forward, loss, backward) of the run's own backbone on one image, counted
+by torch.utils.flop_counter on the meta device with the math attention path
+(vitlight.analysis.flops), times the images the run trained on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+VIT_SIZES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H", "giant": "g"}
+CNN_NAMES = {"resnetv2_50x1_bit": "BiT-R50x1", "resnetv2_101x1_bit": "BiT-R101x1", "resnetv2_50x3_bit": "BiT-R50x3"}
+
+
+@dataclass
+class RunRecord:
+    run_dir: str
+    experiment: str
+    family: str
+    kind: str  # "vit", "cnn" or "other"
+    dataset: str
+    train_size: int | None
+    seed: int | None
+    metrics: dict[str, float]
+    model_name: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    cifar_stem: bool = False
+    image_size: int | None = None
+    num_classes: int | None = None
+    channels: int = 3
+    parameters: int | None = None
+    images_seen: int | None = None
+    flops_per_image: int | None = None
+    wall_time_s: float | None = None
+    subcommand: str = "fit"
+
+    @property
+    def train_flops(self) -> float | None:
+        if self.flops_per_image is None or self.images_seen is None:
+            return None
+        return float(self.flops_per_image) * self.images_seen
+
+
+def family_of(model_name: str | None, model_kwargs: dict[str, Any] | None) -> tuple[str, str]:
+    """(label, kind): vit_tiny_patch16_224 with patch_size 4 -> ("ViT-Ti/4", "vit"); resnet18 -> ("ResNet-18", "cnn")."""
+    name, kwargs = model_name or "?", dict(model_kwargs or {})
+    vit = re.match(r"(vit|deit)_(tiny|small|base|large|huge|giant)_patch(\d+)", name)
+    if vit:
+        label = f"{'DeiT' if vit.group(1) == 'deit' else 'ViT'}-{VIT_SIZES[vit.group(2)]}/{kwargs.get('patch_size', vit.group(3))}"
+        custom = [f"{short}{kwargs[key]}" for key, short in (("embed_dim", "d"), ("depth", "L"), ("num_heads", "h")) if key in kwargs]
+        return (f"{label} ({' '.join(custom)})" if custom else label), "vit"
+    if name in CNN_NAMES:
+        return CNN_NAMES[name], "cnn"
+    resnet = re.match(r"(resnext|resnet)(\d+)(\w*)$", name)
+    if resnet:
+        label = f"{'ResNeXt' if resnet.group(1) == 'resnext' else 'ResNet'}-{resnet.group(2)}{(' ' + resnet.group(3).strip('_')) if resnet.group(3) else ''}"
+        return label, "cnn"
+    return name, "other"
+
+
+@functools.cache
+def flops_per_image(model_name: str, kwargs_json: str, cifar_stem: bool, image_size: int, num_classes: int, channels: int) -> int:
+    """Training-step FLOPs of one image through the run's backbone (built as vitlight builds it)."""
+    from vitlight.analysis.flops import count_training_flops
+    from vitlight.tasks.backbones import apply_cifar_stem, create_backbone
+
+    def build():
+        model = create_backbone(model_name, num_classes, image_size, channels, json.loads(kwargs_json))
+        if cifar_stem:
+            apply_cifar_stem(model, channels)
+        return model
+
+    return count_training_flops(build, (1, channels, image_size, image_size)).train_step
+
+
+def images_seen(summary: dict[str, Any], config: dict[str, Any]) -> int | None:
+    """Images trained on: optimizer steps x batch x accumulation, at most epochs x train_size."""
+    steps, train_size = summary.get("global_step"), summary.get("train_size")
+    batch = ((config.get("data") or {}).get("init_args") or {}).get("batch_size")
+    if not isinstance(steps, int) or not isinstance(batch, int):
+        return None
+    accumulate = (config.get("trainer") or {}).get("accumulate_grad_batches") or 1
+    seen = steps * batch * int(accumulate)
+    epochs = summary.get("epochs")
+    if isinstance(epochs, int) and epochs > 0 and isinstance(train_size, int):
+        seen = min(seen, epochs * train_size)
+    return seen
+
+
+def record_from(summary: dict[str, Any], config: dict[str, Any], run_dir: str) -> RunRecord:
+    model_args = ((config.get("model") or {}).get("init_args") or {})
+    data = summary.get("data") or {}
+    model = summary.get("model") or {}
+    model_name = model.get("model_name") or model_args.get("model_name") or model_args.get("preset")
+    kwargs = model_args.get("model_kwargs") or {}
+    family, kind = family_of(model_name, kwargs)
+    if model_args.get("checkpoint_path") or model_args.get("freeze_backbone"):
+        family += " (from checkpoint, frozen)" if model_args.get("freeze_backbone") else " (from checkpoint)"
+    metrics = {}
+    for section in (summary.get("best_validation"), summary.get("test"), summary.get("metrics")):
+        metrics.update({k: float(v) for k, v in (section or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    record = RunRecord(
+        run_dir=run_dir, experiment=str(summary.get("experiment")), family=family, kind=kind,
+        dataset=str(data.get("dataset") or "?"), train_size=summary.get("train_size"), seed=summary.get("seed"),
+        metrics=metrics, model_name=model_name, model_kwargs=dict(kwargs), cifar_stem=bool(model_args.get("cifar_stem")),
+        image_size=data.get("image_size"), num_classes=data.get("num_classes"), channels=int(data.get("channels") or 3),
+        parameters=model.get("parameters"), images_seen=images_seen(summary, config),
+        wall_time_s=summary.get("wall_time_s"), subcommand=str(summary.get("subcommand") or "fit"),
+    )
+    if record.model_name and kind != "other" and record.image_size and record.num_classes:
+        try:
+            record.flops_per_image = flops_per_image(record.model_name, json.dumps(record.model_kwargs, sort_keys=True),
+                                                     record.cifar_stem, int(record.image_size), int(record.num_classes), record.channels)
+        except Exception:  # a model the counter cannot build on the meta device: no compute axis for it
+            record.flops_per_image = None
+    return record
+
+
+def collect_runs(root: Path) -> tuple[list[RunRecord], list[str]]:
+    """Finished runs under root (summary.json found recursively), and one line per run left out."""
+    records, skipped = [], []
+    for path in sorted(Path(root).rglob("summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            skipped.append(f"{path.parent}: unreadable summary.json ({error})")
+            continue
+        if summary.get("status") != "finished":
+            skipped.append(f"{path.parent}: status {summary.get('status')!r}")
+            continue
+        if summary.get("subcommand") not in ("fit", "pipeline"):
+            continue
+        config_path = path.parent / "config.yaml"
+        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        records.append(record_from(summary, config or {}, str(path.parent)))
+    return records, skipped
+
+
+# ----- aggregation and the crossover --------------------------------------------------------
+@dataclass
+class Point:
+    train_size: int
+    mean: float
+    std: float
+    low: float
+    high: float
+    n: int
+    flops: float | None
+
+
+def aggregate(records: list[RunRecord], metric: str) -> dict[str, list[Point]]:
+    """{family: points sorted by train size}, mean and spread over seeds."""
+    groups: dict[str, dict[int, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        if metric in record.metrics and isinstance(record.train_size, int):
+            groups[record.family][record.train_size].append(record)
+    result = {}
+    for family, by_size in groups.items():
+        points = []
+        for size in sorted(by_size):
+            values = [r.metrics[metric] for r in by_size[size]]
+            flops = [r.train_flops for r in by_size[size] if r.train_flops is not None]
+            points.append(Point(size, statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0,
+                                min(values), max(values), len(values), statistics.fmean(flops) if flops else None))
+        result[family] = points
+    return dict(sorted(result.items()))
+
+
+@dataclass
+class Crossover:
+    vit: str
+    cnn: str
+    status: str  # "crosses", "ahead", "behind", "insufficient"
+    size: float | None
+    text: str
+
+
+def crossover(vit_name: str, vit: dict[int, float], cnn_name: str, cnn: dict[int, float]) -> Crossover:
+    """Where the ViT's mean overtakes the CNN's for good, interpolated linearly in log(train size)."""
+    sizes = sorted(set(vit) & set(cnn))
+    if not sizes:
+        return Crossover(vit_name, cnn_name, "insufficient", None, f"{vit_name} and {cnn_name} share no training-set size")
+    gaps = [vit[s] - cnn[s] for s in sizes]
+    span = f"{sizes[0]:,}-{sizes[-1]:,} images" if len(sizes) > 1 else f"{sizes[0]:,} images"
+    if all(g > 0 for g in gaps):
+        return Crossover(vit_name, cnn_name, "ahead", None, f"{vit_name} is ahead of {cnn_name} at every size measured ({span})")
+    if gaps[-1] <= 0:
+        return Crossover(vit_name, cnn_name, "behind", None,
+                         f"{vit_name} does not overtake {cnn_name} within {span} (gap at {sizes[-1]:,}: {100 * gaps[-1]:+.1f} points)")
+    k = max(i for i, g in enumerate(gaps) if g <= 0) + 1  # ahead from sizes[k] on
+    before, after = gaps[k - 1], gaps[k]
+    t = before / (before - after)
+    size = math.exp(math.log(sizes[k - 1]) + t * (math.log(sizes[k]) - math.log(sizes[k - 1])))
+    return Crossover(vit_name, cnn_name, "crosses", size,
+                     f"{vit_name} overtakes {cnn_name} at about {size:,.0f} training images (between {sizes[k - 1]:,} and {sizes[k]:,}; "
+                     f"{100 * gaps[-1]:+.1f} points at {sizes[-1]:,})")
+
+
+def envelope(points: dict[str, list[Point]], families: list[str]) -> dict[int, float]:
+    """The best mean of several families at each size all of them measured."""
+    by_size = [{p.train_size: p.mean for p in points[f]} for f in families]
+    common = set.intersection(*(set(b) for b in by_size)) if by_size else set()
+    return {size: max(b[size] for b in by_size) for size in sorted(common)}
+
+
+def crossovers(points: dict[str, list[Point]], kinds: dict[str, str]) -> tuple[Crossover | None, list[Crossover]]:
+    """The headline (best ViT against best CNN) and every ViT/CNN pair."""
+    vits = [f for f in points if kinds.get(f) == "vit"]
+    cnns = [f for f in points if kinds.get(f) == "cnn"]
+    pairs = [crossover(v, {p.train_size: p.mean for p in points[v]}, c, {p.train_size: p.mean for p in points[c]})
+             for v in vits for c in cnns]
+    if not vits or not cnns:
+        return None, pairs
+    headline = crossover(f"ViT (best of {', '.join(vits)})", envelope(points, vits), f"ResNet (best of {', '.join(cnns)})", envelope(points, cnns))
+    return headline, pairs
+
+
+def main_dataset(records: list[RunRecord]) -> str | None:
+    """The dataset most runs trained on (the study's axis); other runs are listed, not plotted."""
+    counts: dict[str, int] = defaultdict(int)
+    for record in records:
+        counts[record.dataset] += 1
+    return max(counts, key=counts.get) if counts else None
+
+
+def as_json(records: list[RunRecord], points: dict[str, list[Point]], headline: Crossover | None, pairs: list[Crossover]) -> dict:
+    return {
+        "runs": [{**asdict(r), "train_flops": r.train_flops} for r in records],
+        "points": {family: [asdict(p) for p in pts] for family, pts in points.items()},
+        "crossover": asdict(headline) if headline else None,
+        "pairs": [asdict(p) for p in pairs],
+    }
+
+
+# ----- plots and markdown ------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_data(points: dict[str, list[Point]], metric: str, title: str, path: Path,
+                          headline: Crossover | None = None, records: list[RunRecord] | None = None) -> Path:
+    """Mean over seeds per family (line), the min-max band, each run as a dot; log x axis."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for index, (family, pts) in enumerate(points.items()):
+        color = f"C{index % 10}"
+        sizes = [p.train_size for p in pts]
+        axis.plot(sizes, [p.mean for p in pts], "o-", color=color, label=family)
+        axis.fill_between(sizes, [p.low for p in pts], [p.high for p in pts], color=color, alpha=0.15, linewidth=0)
+        runs = [r for r in records or [] if r.family == family and metric in r.metrics]
+        axis.scatter([r.train_size for r in runs], [r.metrics[metric] for r in runs], s=10, color=color, alpha=0.5)
+    if headline is not None and headline.size:
+        axis.axvline(headline.size, color="grey", linestyle=":", label=f"ViT overtakes ResNet (~{headline.size:,.0f})")
+    all_sizes = sorted({p.train_size for pts in points.values() for p in pts})
+    axis.set_xscale("log")
+    axis.set_xticks(all_sizes, [f"{s:,}" for s in all_sizes])
+    axis.minorticks_off()
+    axis.set_xlabel("training images (log scale)")
+    axis.set_ylabel(f"{metric} (mean over seeds; band: min-max)")
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_accuracy_vs_compute(points: dict[str, list[Point]], records: list[RunRecord], metric: str, title: str, path: Path) -> Path:
+    """Each run at its training FLOPs; per family a line through the per-size means."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for index, (family, pts) in enumerate(points.items()):
+        color = f"C{index % 10}"
+        runs = [r for r in records if r.family == family and r.train_flops and metric in r.metrics]
+        axis.scatter([r.train_flops for r in runs], [r.metrics[metric] for r in runs], s=12, color=color, alpha=0.5)
+        line = [p for p in pts if p.flops]
+        axis.plot([p.flops for p in line], [p.mean for p in line], "o-", color=color, label=family)
+    axis.set_xscale("log")
+    axis.set_xlabel("training compute, FLOPs (forward + backward, counted on the meta device)")
+    axis.set_ylabel(metric)
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _cell(point: Point | None) -> str:
+    if point is None:
+        return "-"
+    spread = f" ± {point.std:.3f}" if point.n > 1 else ""
+    return f"{point.mean:.3f}{spread} ({point.n})"
+
+
+def markdown(title: str, source: str, metric: str, records: list[RunRecord], points: dict[str, list[Point]],
+             headline: Crossover | None, pairs: list[Crossover], plots: dict[str, str], skipped: list[str],
+             others: list[RunRecord], command: str | None) -> str:
+    families = list(points)
+    sizes = sorted({p.train_size for pts in points.values() for p in pts})
+    lookup = {(f, p.train_size): p for f, pts in points.items() for p in pts}
+    lines = [f"# {title}", "", f"{len(records)} finished runs from `{source}`; metric `{metric}`, mean ± sample standard "
+             "deviation over seeds (number of runs in brackets)."]
+    if command:
+        lines += ["", "Reproduce:", "", "```", command, "```"]
+    lines += ["", f"## {metric} against training-set size", "",
+              "| training images | " + " | ".join(families) + " |", "|---:|" + "---:|" * len(families)]
+    for size in sizes:
+        lines.append(f"| {size:,} | " + " | ".join(_cell(lookup.get((f, size))) for f in families) + " |")
+    lines += ["", "## Where ViT overtakes ResNet", ""]
+    lines += [f"**{headline.text}.**" if headline else "No ViT and CNN families to compare.", ""]
+    lines += [f"- {pair.text}" for pair in pairs]
+    lines += ["", "## Training compute", "",
+              "FLOPs of one training step per image (forward + loss + backward; torch.utils.flop_counter on the meta device, "
+              "math attention path) times the images each run trained on.", "",
+              "| family | parameters | train FLOPs / image | " + " | ".join(f"{s:,} images: FLOPs" for s in sizes) + " |",
+              "|---|---:|---:|" + "---:|" * len(sizes)]
+    for family in families:
+        run = next((r for r in records if r.family == family), None)
+        per_image = f"{run.flops_per_image / 1e9:.3g} G" if run and run.flops_per_image else "-"
+        params = f"{run.parameters / 1e6:.2f} M" if run and run.parameters else "-"
+        cells = [f"{lookup[(family, s)].flops:.3g}" if (family, s) in lookup and lookup[(family, s)].flops else "-" for s in sizes]
+        lines.append(f"| {family} | {params} | {per_image} | " + " | ".join(cells) + " |")
+    lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in plots.items()]
+    lines += ["", "## Runs", "", f"| run | family | training images | seed | {metric} | train FLOPs | wall time (s) |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(records, key=lambda r: (r.family, r.train_size or 0, r.seed or 0)):
+        flops = f"{r.train_flops:.3g}" if r.train_flops else "-"
+        value = f"{r.metrics[metric]:.4f}" if metric in r.metrics else "-"
+        wall = f"{r.wall_time_s:.0f}" if r.wall_time_s else "-"
+        lines.append(f"| {Path(r.run_dir).name} | {r.family} | {r.train_size} | {r.seed} | {value} | {flops} | {wall} |")
+    if others:
+        lines += ["", "Runs on other datasets (not plotted): " + ", ".join(f"{r.experiment} ({r.dataset})" for r in others)]
+    if skipped:
+        lines += ["", "Left out: " + "; ".join(skipped)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,141 @@
+"""`vitlight report SWEEP_OR_RUNS_DIR --out DIR`: the scaling-study report of a sweep.
+
+    vitlight report runs/sweeps/scaling_data_mini --out docs/results/scaling_data_mini
+    vitlight report ENTITY/PROJECT/SWEEP_ID --out reports/scaling_data      # online: the W&B API
+
+Writes DIR/report.md (tables: accuracy against training-set size per model family with the
+mean and spread over seeds, training compute, the size where ViT overtakes ResNet or a plain
+statement that it does not), DIR/accuracy_vs_train_size.png, DIR/accuracy_vs_compute.png and
+DIR/report.json; and logs the plots and the runs as a wandb.Table to a W&B run (offline
+without credentials, under --wandb_dir; WANDB_MODE=disabled turns it off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from vitlight.errors import ConfigError
+
+DATA_PLOT = "accuracy_vs_train_size.png"
+COMPUTE_PLOT = "accuracy_vs_compute.png"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"report: {message}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="vitlight report", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("source", help="a sweep folder or runs folder (run folders found recursively), or ENTITY/PROJECT/SWEEP_ID online")
+    p.add_argument("--out", required=True, help="folder for report.md, the plots and report.json")
+    p.add_argument("--metric", default="test/acc", help="the accuracy to report (default test/acc)")
+    p.add_argument("--title", default=None, help="report title (default: from the source)")
+    p.add_argument("--command", default=None, help="the command that produced the runs, quoted in the report")
+    p.add_argument("--wandb_dir", default=None, help="where the report's W&B run goes (default: OUT/wandb)")
+    return p
+
+
+def collect_online(path: str) -> list:
+    """Runs of a W&B sweep through the public API (thin: the same records as summary.json gives)."""
+    import wandb
+
+    from vitlight.analysis.report import record_from
+
+    records = []
+    for run in wandb.Api().sweep(path).runs:
+        if run.state != "finished":
+            continue
+        config = {k: v for k, v in dict(run.config).items()}
+        summary_values = dict(run.summary)
+        data = (config.get("data") or {}).get("init_args") or {}
+        summary = {
+            "status": "finished", "experiment": config.get("experiment"), "seed": config.get("seed_everything"),
+            "train_size": summary_values.get("train_size") or data.get("train_size"),
+            "global_step": summary_values.get("trainer/global_step"), "epochs": summary_values.get("epoch"),
+            "data": {"dataset": str((config.get("data") or {}).get("class_path", "?")).rsplit(".", 1)[-1],
+                     "image_size": data.get("image_size") or 32, "num_classes": (config.get("model") or {}).get("init_args", {}).get("num_classes"),
+                     "channels": data.get("channels") or 3},
+            "model": {"model_name": (config.get("model") or {}).get("init_args", {}).get("model_name")},
+            "test": {k: v for k, v in summary_values.items() if isinstance(k, str) and k.startswith("test/")},
+        }
+        records.append(record_from(summary, config, run.url))
+    return records
+
+
+def log_wandb(out: Path, wandb_dir: Path, title: str, metric: str, records: list, files: dict[str, Path], report: dict[str, Any]) -> str | None:
+    from vitlight.logging_wandb import apply_wandb_mode
+
+    mode, _ = apply_wandb_mode()
+    if mode == "disabled":
+        return None
+    import wandb
+
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    groups = sorted({Path(r.run_dir).parts[i + 1] for r in records for i, part in enumerate(Path(r.run_dir).parts[:-1]) if part == "sweeps"})
+    run = wandb.init(project="vitlight", dir=str(wandb_dir), job_type="report", name=f"report/{title}", mode=mode,
+                     group=groups[0] if len(groups) == 1 else None, config={"metric": metric, "runs": len(records)})
+    columns = ["run", "family", "kind", "dataset", "train_size", "seed", metric, "train_flops", "parameters", "wall_time_s"]
+    table = wandb.Table(columns=columns)
+    for r in records:
+        table.add_data(Path(r.run_dir).name, r.family, r.kind, r.dataset, r.train_size, r.seed, r.metrics.get(metric),
+                       r.train_flops, r.parameters, r.wall_time_s)
+    run.log({"report/runs": table, **{f"report/{name}": wandb.Image(str(path)) for name, path in files.items()}})
+    if report.get("crossover"):
+        run.summary["crossover"] = report["crossover"]["text"]
+    run.finish()
+    wandb.teardown()
+    return mode
+
+
+def main(argv: list[str]) -> int:
+    from vitlight.analysis import report as rp
+
+    args = parser().parse_args(argv)
+    source = Path(args.source).expanduser()
+    skipped: list[str] = []
+    if source.exists():
+        records, skipped = rp.collect_runs(source)
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+/\w+", args.source):
+        records = collect_online(args.source)
+    else:
+        raise ConfigError(f"report: {args.source!r} is neither a folder nor ENTITY/PROJECT/SWEEP_ID")
+    records = [r for r in records if r.subcommand == "fit"]
+    if not records:
+        raise ConfigError(f"report: no finished `vitlight fit` runs (summary.json) under {args.source!r}")
+    dataset = rp.main_dataset(records)
+    others = [r for r in records if r.dataset != dataset]
+    records = [r for r in records if r.dataset == dataset]
+    if not any(args.metric in r.metrics for r in records):
+        have = sorted({k for r in records for k in r.metrics})
+        raise ConfigError(f"report: no run has the metric {args.metric!r}; they have: {', '.join(have)}")
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    title = args.title or f"{source.name if source.exists() else args.source}: {args.metric} on {dataset}"
+    points = rp.aggregate(records, args.metric)
+    kinds = {r.family: r.kind for r in records}
+    headline, pairs = rp.crossovers(points, kinds)
+    files = {
+        "accuracy_vs_train_size": rp.plot_accuracy_vs_data(points, args.metric, title, out / DATA_PLOT, headline, records),
+        "accuracy_vs_compute": rp.plot_accuracy_vs_compute(points, records, args.metric, title, out / COMPUTE_PLOT),
+    }
+    report = rp.as_json(records, points, headline, pairs)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    text = rp.markdown(title, args.source, args.metric, records, points, headline, pairs,
+                       {name: path.name for name, path in files.items()}, skipped, others, args.command)
+    (out / "report.md").write_text(text)
+    mode = log_wandb(out, Path(args.wandb_dir or out / "wandb").expanduser(), title, args.metric, records, files, report)
+    print(f"{len(records)} runs, {len(points)} model families; " + (headline.text if headline else "no ViT/CNN pair to compare"))
+    print(f"wrote {out / 'report.md'}, {out / DATA_PLOT}, {out / COMPUTE_PLOT}, {out / 'report.json'}"
+          + (f"; W&B run ({mode}) under {args.wandb_dir or out / 'wandb'}" if mode else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

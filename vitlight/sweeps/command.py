@@ -1,0 +1,101 @@
+"""`vitlight sweep FILE`: run a W&B sweep file, on the W&B server or offline on Optuna.
+
+    vitlight sweep sweeps/scaling_data_mini.yaml --workers 1
+    vitlight sweep sweeps/vit_hparams_bayes.yaml --count 20 --workers 2
+    vitlight sweep sweeps/scaling_data.yaml --check        # validate only
+
+The file is checked first (method, distributions, and every parameter name with the
+command's own parser); a bad file ends in one line listing the bad names. With W&B
+credentials (and without --offline) the sweep is created on the server and `wandb agent`s
+run it; otherwise it runs on Optuna with its storage in the sweep folder (default
+runs/sweeps/<name>/), which several runners, here or on machines sharing the folder, can
+work on together. Starting it again resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from vitlight.errors import ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"sweep: {message}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="vitlight sweep", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("file", help="a W&B sweep YAML (sweeps/*.yaml)")
+    p.add_argument("--count", type=int, default=None, help="trials this runner starts (default: until the sweep is done; random and bayes without run_cap never are)")
+    p.add_argument("--workers", type=int, default=1, help="trials run at once by this runner")
+    p.add_argument("--folder", default=None, help="sweep folder (default: SWEEPS_DIR/<sweep name>)")
+    p.add_argument("--sweeps_dir", default="runs/sweeps", help="where sweep folders go")
+    p.add_argument("--offline", action="store_true", help="run on Optuna here even with W&B credentials")
+    p.add_argument("--check", action="store_true", help="only check the file, run nothing")
+    p.add_argument("--project", default=None, help="W&B project (online; default: the file's, else vitlight)")
+    p.add_argument("--entity", default=None, help="W&B entity (online; default: the file's, else your default)")
+    return p
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    from vitlight.logging_wandb import choose_wandb_mode
+    from vitlight.sweeps.keys import check_keys
+    from vitlight.sweeps.spec import load_spec
+
+    args = parser().parse_args(argv)
+    if args.count is not None and args.count < 1:
+        raise ConfigError(f"sweep: --count must be at least 1, got {args.count}")
+    if args.workers < 1:
+        raise ConfigError(f"sweep: --workers must be at least 1, got {args.workers}")
+    spec = load_spec(args.file)
+    check_keys(spec)
+    searched = ", ".join(p.name for p in spec.searched) or "nothing"
+    _say(f"{spec.path}: {spec.method} over {searched}; metric {spec.metric} ({spec.goal}); "
+         f"{len(spec.parameters)} parameters accepted by `vitlight {spec.subcommand}`")
+    if args.check:
+        return 0
+    folder = Path(args.folder or Path(args.sweeps_dir) / spec.name).expanduser()
+    mode, reason = choose_wandb_mode()
+    if mode == "online" and not args.offline:
+        from vitlight.sweeps.agent import run_online
+
+        _say(f"W&B: online ({reason})")
+        return run_online(spec, folder, args.count, args.workers, args.project, args.entity, _say)
+    return _run_offline(spec, folder, args.count, args.workers, reason if not args.offline else "--offline")
+
+
+def _run_offline(spec, folder: Path, count: int | None, workers: int, reason: str) -> int:
+    from vitlight.sweeps.engine import SweepRunner, describe
+
+    runner = SweepRunner(spec, folder, count=count, workers=workers, say=_say)
+    _say(f"sweep {runner.sweep_id}: offline on Optuna ({reason}); folder {folder}; W&B group {runner.sweep_id}")
+    _say(f"  resume or join (another shell or a machine sharing the folder): vitlight sweep {spec.path} --folder {folder} --offline")
+
+    def stop(signum, frame) -> None:
+        _say(f"stopping ({signal.Signals(signum).name}): the running trials end now and are queued again")
+        runner.stop.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = runner.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _say(f"this runner: {result.started} started, {result.finished} finished, {result.failed} failed, {result.pruned} stopped early")
+    _say("trials of the sweep:")
+    for line in describe(folder, spec):
+        _say(line)
+    return 130 if result.stopped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
