@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,10 +18,13 @@ from lightning.pytorch.loggers import WandbLogger
 import vitlight.data  # noqa: F401  (registers the data modules as --data choices)
 import vitlight.tasks  # noqa: F401  (registers the tasks as --model choices)
 from vitlight.data.base import ImageDataModule
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
 from vitlight.checkpoints import ConfigInCheckpoint
 from vitlight.cli_errors import format_parse_error
 from vitlight.errors import ConfigError, VitlightError
 from vitlight.logging_wandb import apply_wandb_mode, redact_secrets
+from vitlight.reliability import AtomicCheckpointIO, NonFiniteLossGuard, PreemptionCheckpoint, RandomStates, StepCheckpoint
 from vitlight.runs import (
     SUMMARY_FILE, BestValidationMetrics, RunFolder, git_commit, hardware, latest_run, new_run_id,
     new_wandb_id, package_versions, write_json_atomic,
@@ -119,6 +123,8 @@ class VitlightCLI(LightningCLI):
         parser.add_argument("--experiment", type=str | None, default=None,
                             help="Experiment name (default: the first non-shared config file's name).")
         parser.add_argument("--runs_dir", type=str, default="runs", help="Folder that holds runs/<experiment>/<run id>/.")
+        parser.add_argument("--checkpoint_every_n_steps", type=int, default=200,
+                            help="Also write last.ckpt every N optimizer steps, mid-epoch (0: only per epoch).")
         for attribute in ("num_classes", "image_size", "channels"):
             parser.link_arguments(f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate")
 
@@ -184,15 +190,29 @@ class VitlightCLI(LightningCLI):
         resolved.pop("config", None)
         return resolved
 
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        if not self._get(self.config_init, "trainer", default={}).get("plugins"):
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        return super().instantiate_trainer(**kwargs)
+
+    def _reliability_callbacks(self) -> list:
+        checkpoints = str(self.run_folder.checkpoints)
+        every = int(self.config[self.subcommand].get("checkpoint_every_n_steps") or 0)
+        # the loss guard runs before the step checkpoint, so damaged weights are never saved
+        return [NonFiniteLossGuard(checkpoints), RandomStates(), PreemptionCheckpoint(checkpoints), StepCheckpoint(checkpoints, every)]
+
     def _run_subcommand(self, subcommand: str) -> None:
         self.run_folder.create()
-        self.trainer.callbacks.extend([self.best_validation, ConfigInCheckpoint(self.resolved_config())])
+        extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config())]
+        if subcommand == "fit":
+            extra += self._reliability_callbacks()
+        self.trainer.callbacks[:0] = extra  # before the checkpoint callbacks, which Lightning also moves last
         started = time.time()
         status = "failed"
         try:
             super()._run_subcommand(subcommand)
             status = "interrupted" if self.trainer.interrupted else "finished"
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, SIGTERMException):
             status = "interrupted"
             raise
         finally:
@@ -306,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    warnings.filterwarnings("ignore", message=".*set_vital.*")  # torchdata's own deprecation noise
     extra = _extra_commands()
     command = argv[0] if argv else None
     if command and not command.startswith("-") and command not in LIGHTNING_COMMANDS and command not in extra:
@@ -317,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
             return extra[command](argv[1:])
         check_config_files(argv)
         VitlightCLI(args=argv if explicit else None)
+    except SIGTERMException:
+        sys.stderr.write("vitlight: stopped by SIGTERM; last.ckpt saved in the run folder; resume with --ckpt_path last\n")
+        return 143
     except Exception as error:
         user_error = _user_error_in_chain(error)
         if user_error is None:

@@ -115,6 +115,23 @@ def test_probe_refuses_a_layer_out_of_range(run, tmp_path, capsys):
     assert not (Path(tmp_path) / "probe_igpt_tiny_quickstart").exists()
 
 
+def test_probe_works_on_a_vit_checkpoint(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    code = main([
+        "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
+        "--data", "ImageFolder", "--data.data_dir", str(run["folder"]), "--data.image_size", "8",
+        "--data.val_fraction", "0.25", "--runs_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
+    ])
+    assert code == 0
+    checkpoint = next((tmp_path / "runs" / "quickstart").glob("*/checkpoints/best-*.ckpt"))
+    assert main(["probe", "--ckpt", str(checkpoint), "--pool", "cls", "--runs_dir", str(tmp_path / "runs"), "--l2", "1e-2"]) == 0
+    summary = json.loads(next((tmp_path / "runs" / "probe_quickstart").glob("*/summary.json")).read_text())
+    assert summary["model"]["class"] == "ImageClassifier" and summary["pool"] == "cls"
+    assert [row["layer"] for row in summary["layers"]] == [0, 1, 2, 3]
+    assert summary["best"]["test_acc"] >= 0.9
+    assert summary["baseline"]["name"] == "pixels"
+
+
 def test_commands_refuse_unknown_flags(run, capsys):
     assert main(["sample", "--ckpt", str(run["ckpt"]), "--colour", "red"]) == 2
     assert "unknown flag '--colour'" in capsys.readouterr().err

@@ -7,7 +7,7 @@ Writes DIR/report.md (tables: accuracy against training-set size per model famil
 mean and spread over seeds, training compute, the size where ViT overtakes ResNet or a plain
 statement that it does not), DIR/accuracy_vs_train_size.png, DIR/accuracy_vs_compute.png and
 DIR/report.json; and logs the plots and the runs as a wandb.Table to a W&B run (offline
-without credentials, under --wandb_dir; WANDB_MODE=disabled turns it off).
+without credentials, in OUT/wandb or --wandb_dir; WANDB_MODE=disabled turns it off).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="test/acc", help="the accuracy to report (default test/acc)")
     p.add_argument("--title", default=None, help="report title (default: from the source)")
     p.add_argument("--command", default=None, help="the command that produced the runs, quoted in the report")
-    p.add_argument("--wandb_dir", default=None, help="where the report's W&B run goes (default: OUT/wandb)")
+    p.add_argument("--wandb_dir", default=None, help="folder in which the report's W&B run makes its wandb/ folder (default: OUT)")
     return p
 
 
@@ -130,10 +130,10 @@ def main(argv: list[str]) -> int:
     text = rp.markdown(title, args.source, args.metric, records, points, headline, pairs,
                        {name: path.name for name, path in files.items()}, skipped, others, args.command)
     (out / "report.md").write_text(text)
-    mode = log_wandb(out, Path(args.wandb_dir or out / "wandb").expanduser(), title, args.metric, records, files, report)
+    mode = log_wandb(out, Path(args.wandb_dir or out).expanduser(), title, args.metric, records, files, report)
     print(f"{len(records)} runs, {len(points)} model families; " + (headline.text if headline else "no ViT/CNN pair to compare"))
     print(f"wrote {out / 'report.md'}, {out / DATA_PLOT}, {out / COMPUTE_PLOT}, {out / 'report.json'}"
-          + (f"; W&B run ({mode}) under {args.wandb_dir or out / 'wandb'}" if mode else ""))
+          + (f"; W&B run ({mode}) under {Path(args.wandb_dir or out) / 'wandb'}" if mode else ""))
     return 0
 
 

@@ -7,7 +7,10 @@ nested class-balanced `train_size` subsets, transforms and loaders.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
+import zlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from vitlight.data.decode import DataWarning, decode_image, describe
 from vitlight.data.subsets import carve_validation, nested_balanced_subset, resolve_train_size
@@ -96,6 +100,10 @@ class SplitDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         indices = np.asarray(indices, dtype=np.int64)
+        with random_draws_seeded_by(indices):
+            return self._batch(indices)
+
+    def _batch(self, indices: np.ndarray) -> list[tuple[torch.Tensor, int]]:
         if self.data.images is not None:
             batch = torch.from_numpy(self.data.pixels(indices)).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W) uint8
             images = self.pipeline.sample_stage(match_channels(batch, self.channels))
@@ -106,6 +114,22 @@ class SplitDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.__getitems__([index])[0]
+
+
+@contextlib.contextmanager
+def random_draws_seeded_by(indices: np.ndarray):
+    """Augmentation draws seeded by the batch's indices (which the sampler's seeded shuffle decides),
+    in forked generators: a batch is augmented the same way whenever and wherever it is loaded
+    (prefetch, worker processes, a resumed run), and loading never moves the global generators."""
+    seed = zlib.crc32(indices.tobytes())
+    python_state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -242,9 +266,10 @@ class ImageDataModule(L.LightningDataModule):
         self.splits = {"train": train, "val": val, "test": test}
         counts = np.bincount(train.labels, minlength=self.num_classes)
         self.class_counts = {name: int(n) for name, n in zip(self.classes, counts)}
+        requested = None if self.train_size is None else f"{self.train_size:g}"
         log.info(
             "%s: train %d of %d (train_size=%s, seed %d), val %d %s, test %d; per-class train counts %s",
-            type(self).__name__, len(train), pool, self.train_size, self.seed, len(val), self.val_source,
+            type(self).__name__, len(train), pool, requested, self.seed, len(val), self.val_source,
             len(test), self.class_counts,
         )
 
@@ -285,7 +310,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(
+        # a stateful loader records its position, so a mid-epoch checkpoint resumes mid-epoch
+        return StatefulDataLoader(
             self.dataset(split),
             batch_size=batch_size,
             shuffle=shuffle,

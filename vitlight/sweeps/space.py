@@ -2,7 +2,8 @@
 
 Where the mapping is not one to one (also in docs/sweeps.md):
 - grid: Optuna's GridSampler over every parameter's grid values (values, int_uniform range,
-  q_uniform steps); W&B's order and Optuna's agree (product over sorted names).
+  q_uniform steps): the same set of runs as W&B's grid, visited in a seeded shuffled order
+  (W&B walks the product in order).
 - random: RandomSampler. W&B's `probabilities` (weighted categorical), normal, log-normal and
   beta distributions have no Optuna counterpart: they are searched as a quantile u in [0, 1)
   and turned into the value by the distribution's inverse CDF, which samples them exactly.

@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from vitlight.errors import ConfigError
 from vitlight.tasks.backbones import apply_cifar_stem, create_backbone, is_convnet
 from vitlight.tasks.optim import weight_decay_groups
-from vitlight.tasks.schedules import WarmupCosine
+from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 from vitlight.tasks.weights import load_backbone_weights
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,9 @@ class ImageClassifier(L.LightningModule):
         return self(batch[0]).softmax(dim=-1)
 
     # ----- hooks: EMA, throughput, frozen backbone, test-end report ---------------------
+    def on_train_start(self) -> None:
+        complete_schedules(self.trainer)
+
     def on_train_epoch_start(self) -> None:
         if self.hparams.freeze_backbone:  # a linear probe keeps normalisation statistics frozen too
             self.backbone.eval()
@@ -220,7 +223,5 @@ class ImageClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(weight_decay_groups(self.backbone))
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        if isinstance(scheduler, WarmupCosine):
-            scheduler.set_total_steps(int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(optimizer)  # WarmupCosine gets its length in on_train_start
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -30,10 +30,16 @@ class WarmupCosine(LambdaLR):
         super().__init__(optimizer, self._factor)
 
     def set_total_steps(self, total_steps: int) -> None:
-        if self.total_steps is None:
-            self.total_steps = max(int(total_steps), 1)
+        """Fixes the schedule's length and re-applies the current step's rate."""
+        if self.total_steps is not None:
+            return
+        self.total_steps = max(int(total_steps), 1)
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base_lr * self._factor(self.last_epoch)
 
     def _warmup(self) -> int:
+        if self.total_steps is None and self.warmup_fraction:
+            return 1  # length not known yet (set at train start): start at a rate near zero
         if self.warmup_steps:
             return self.warmup_steps
         return int(self.warmup_fraction * (self.total_steps or 0))
@@ -45,3 +51,15 @@ class WarmupCosine(LambdaLR):
         total = self.total_steps or 1
         progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def complete_schedules(trainer) -> None:
+    """Gives every WarmupCosine without a length the trainer's number of optimizer steps.
+
+    Called at train start, not in configure_optimizers: asking the trainer for its stepping
+    batches there builds the train loader before a resumed run has restored the loader's
+    position, and the run would then resume at the wrong batch.
+    """
+    for config in trainer.lr_scheduler_configs:
+        if isinstance(config.scheduler, WarmupCosine):
+            config.scheduler.set_total_steps(int(trainer.estimated_stepping_batches))

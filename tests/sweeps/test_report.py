@@ -1,0 +1,87 @@
+"""`vitlight report` on synthetic run folders: plots, table, compute axis, and the crossover on constructed cases."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vitlight.analysis.report import crossover, family_of
+from vitlight.cli import main
+
+VIT = {"model_name": "vit_tiny_patch16_224", "model_kwargs": {"patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 3}}
+CNN = {"model_name": "resnet18", "cifar_stem": True}
+# ViT 10 points behind at 1,000 images, 10 ahead at 10,000: the means cross at sqrt(1e3 * 1e4) in log size
+ACCURACY = {("vit", 100): 0.20, ("vit", 1000): 0.40, ("vit", 10000): 0.80,
+            ("cnn", 100): 0.30, ("cnn", 1000): 0.50, ("cnn", 10000): 0.70}
+
+
+def write_run(root: Path, name: str, model: dict, train_size: int, seed: int, acc: float, status: str = "finished") -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    summary = {
+        "status": status, "subcommand": "fit", "experiment": name.split("/")[0], "run_id": run.name, "seed": seed,
+        "train_size": train_size, "global_step": math.ceil(train_size / 32) * 2, "epochs": 2,
+        "data": {"dataset": "CIFAR10", "num_classes": 10, "image_size": 32, "channels": 3},
+        "model": {"class": "ImageClassifier", "model_name": model["model_name"], "parameters": 1000},
+        "best_validation": {"val/acc": acc}, "test": {"test/acc": acc}, "wall_time_s": 1.0,
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+    config = {"model": {"class_path": "vitlight.tasks.ImageClassifier", "init_args": model},
+              "data": {"class_path": "vitlight.data.CIFAR10", "init_args": {"batch_size": 32}}, "trainer": {}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture()
+def sweep_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "sweeps" / "synthetic"
+    for (kind, size), acc in ACCURACY.items():
+        for seed, offset in ((0, -0.01), (1, 0.01)):
+            write_run(root / "trials" / f"{kind}{size}{seed}", f"{kind}/run", VIT if kind == "vit" else CNN, size, seed, acc + offset)
+    write_run(root / "trials" / "cut", "vit/run", VIT, 100, 2, 0.99, status="interrupted")  # left out
+    return root
+
+
+def test_report_writes_plots_table_and_the_crossover(sweep_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "report"
+    assert main(["report", str(sweep_dir), "--out", str(out), "--command", "vitlight sweep x.yaml"]) == 0
+    for name in ("accuracy_vs_train_size.png", "accuracy_vs_compute.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "report.md").read_text()
+    assert "ViT-Ti/4 (d96 L4 h3)" in text and "ResNet-18" in text
+    assert "| 1,000 | 0.400 ± 0.014 (2) | 0.500 ± 0.014 (2) |" in text or "| 1,000 | 0.500 ± 0.014 (2) | 0.400 ± 0.014 (2) |" in text
+    assert "overtakes" in text and "3,162" in text  # sqrt(1000 * 10000)
+    report = json.loads((out / "report.json").read_text())
+    assert report["crossover"]["status"] == "crosses"
+    assert report["crossover"]["size"] == pytest.approx(math.sqrt(1000 * 10000), rel=1e-6)
+    assert len(report["runs"]) == 12  # the interrupted run is left out
+    vit_run = next(r for r in report["runs"] if r["kind"] == "vit" and r["train_size"] == 1000)
+    cnn_run = next(r for r in report["runs"] if r["kind"] == "cnn" and r["train_size"] == 1000)
+    assert vit_run["images_seen"] == 2000 and vit_run["flops_per_image"] > 0
+    assert cnn_run["flops_per_image"] > vit_run["flops_per_image"]  # ResNet-18 with the CIFAR stem vs a 0.5M-parameter ViT
+    assert vit_run["train_flops"] == vit_run["flops_per_image"] * 2000
+    assert list(out.glob("wandb/offline-run-*/run-*.wandb")), "the report's plots and table go to an offline W&B run"
+    assert "overtakes" in capsys.readouterr().out
+
+
+def test_crossover_cases():
+    behind = crossover("ViT", {1: 0.1, 10: 0.2}, "CNN", {1: 0.3, 10: 0.4})
+    assert behind.status == "behind" and behind.size is None and "does not overtake" in behind.text and "-20.0 points" in behind.text
+    ahead = crossover("ViT", {1: 0.5, 10: 0.6}, "CNN", {1: 0.3, 10: 0.4})
+    assert ahead.status == "ahead" and "every size" in ahead.text
+    # ahead briefly at 10, behind at 100, ahead for good from 1,000: the crossing between 100 and 1,000 counts
+    late = crossover("ViT", {1: 0.1, 10: 0.5, 100: 0.3, 1000: 0.9}, "CNN", {1: 0.2, 10: 0.4, 100: 0.5, 1000: 0.7})
+    assert late.status == "crosses" and late.size == pytest.approx(10 ** 2.5)
+    tie = crossover("ViT", {1: 0.2, 10: 0.5}, "CNN", {1: 0.2, 10: 0.4})
+    assert tie.status == "crosses" and tie.size == pytest.approx(1.0)
+
+
+def test_family_names():
+    assert family_of("vit_small_patch16_224", {"patch_size": 4}) == ("ViT-S/4", "vit")
+    assert family_of("vit_base_patch16_224", {}) == ("ViT-B/16", "vit")
+    assert family_of("resnetv2_50x1_bit", {}) == ("BiT-R50x1", "cnn")
+    assert family_of("resnet18", None) == ("ResNet-18", "cnn")
