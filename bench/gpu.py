@@ -40,7 +40,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +111,8 @@ IGPT_RECIPE = dict(lr=2e-3, betas=(0.9, 0.95), weight_decay=0.01, label_smoothin
                    warmup_steps=0, recipe="igpt_tiny_cifar10.yaml + _trainer_pretrain.yaml")
 CONFIGS = {
     "vit_b16": Config("ViT-B/16 224px", "classifier", "vit_base_patch16_224", 224, 256, {"drop_path_rate": 0.1}),
-    "vit_s16": Config("ViT-S/16 224px", "classifier", "vit_small_patch16_224", 224, 512, {"drop_path_rate": 0.1}),
+    "vit_s16": Config("ViT-S/16 224px", "classifier", "vit_small_patch16_224", 224, 512, {"drop_path_rate": 0.1},
+                      recipe="vit_b16_imagenet.yaml at ViT-S size"),
     "resnet50": Config("ResNet-50 224px NHWC", "classifier", "resnet50", 224, 256, channels_last=True,
                        recipe="resnet50_imagenet.yaml"),
     "igpt_s": Config("iGPT-S 32x32 AR", "igpt", "igpt-s", 32, 64, **IGPT_RECIPE),
@@ -134,6 +135,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(NAMES), help=f"comma-separated subset of {', '.join(NAMES)}")
     p.add_argument("--modes", default="eager,compile", help="eager, compile or both")
     p.add_argument("--compile", action="store_true", help="run torch.compile on a CPU too (takes minutes)")
+    p.add_argument("--compile_mode", default="default", help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--batch", default="", help="batch overrides, e.g. vit_b16=128,igpt_s=32")
     p.add_argument("--steps", type=int, default=None, help="timed steps per round (default 20; tiny 2)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds, the median counts (default 3; tiny 1)")
@@ -225,7 +227,7 @@ class Trainee:
     inputs: tuple[Tensor, Tensor]  # a synthetic batch on the device
 
 
-def build_trainee(cfg: Config, device: torch.device, compiled: bool) -> Trainee:
+def build_trainee(cfg: Config, device: torch.device, compile_mode: str | None) -> Trainee:
     """The vitlight training step, as Lightning's automatic optimization runs it in bf16-mixed:
     autocast(forward + loss), zero_grad(set_to_none), backward, clip, optimizer.step, scheduler.step."""
     net = build_model(cfg).to(device)
@@ -234,7 +236,7 @@ def build_trainee(cfg: Config, device: torch.device, compiled: bool) -> Trainee:
     optimizer = torch.optim.AdamW(optim.weight_decay_groups(net), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scheduler = schedules.WarmupCosine(optimizer, warmup_steps=cfg.warmup_steps, warmup_fraction=0.03)
     scheduler.set_total_steps(100_000)
-    model = torch.compile(net) if compiled else net  # ImageClassifier.configure_model compiles the backbone
+    model = torch.compile(net, mode=compile_mode) if compile_mode else net  # as ImageClassifier.configure_model
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def loss_of(x: Tensor, y: Tensor) -> Tensor:
@@ -596,7 +598,7 @@ def markdown(report: dict) -> str:
     lines += [f"bf16 matmul ({mm.get('size')}-cube): {_num(mm.get('tflops'), '.4g')} TFLOP/s {mm.get('note', '')}".rstrip(), "",
               "| model | mode | batch | step ms | throughput | GFLOP/step | TFLOP/s | MFU | peak GiB | status |",
               "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in report["steps"]:
+    for r in sorted(report["steps"], key=lambda r: (list(CONFIGS).index(r["config"]), r["mode"] != "eager")):
         rate = f"{r['rate']:.0f} {r['unit']}" if r.get("rate") else "-"
         status = r["status"] + (f": {r['note']}" if r.get("note") else "")
         lines.append(f"| {r['model']} | {r['mode']} | {r['batch']} | {_num(r.get('step_ms'), '.1f')} | {rate} | "
@@ -659,8 +661,9 @@ class Run:
         self.write()
 
     def config(self, name: str, cfg: Config, mode: str, scratch: Path, real_data: bool) -> None:
-        """Measures one config in one mode (and, with `real_data`, the real-data rows after it)."""
-        row = {"config": name, "model": cfg.title, "mode": mode, "batch": cfg.batch, "unit": cfg.unit, "status": "ok", "note": ""}
+        """Measures one config in one mode (and, with `real_data`, the real-data rows after it if it ran)."""
+        row = {"config": name, "model": cfg.title, "mode": mode, "batch": cfg.batch, "unit": cfg.unit, "recipe": cfg.recipe,
+               "status": "ok", "note": ""}
         self.report["steps"].append(row)
         if mode == "compile" and not self.cuda and not self.args.compile:
             row.update(status="skipped", note="torch.compile on a CPU takes minutes; --compile runs it")
@@ -680,9 +683,6 @@ class Run:
                 torch.cuda.empty_cache()
             if mode == "compile":
                 torch._dynamo.reset()
-        if real_data and row["status"] != "ok":
-            self.report["real_data"].append({"pipeline": "cache + GPU augmentation", "source": "-", "mode": mode, "batch": cfg.batch,
-                                             "workers": self.args.workers, "status": "not run", "note": f"the ViT-B/16 {mode} step: {row['status']}"})
         done = f"{row['rate']:.0f} {cfg.unit}, MFU {row['mfu']:.3f}" if row["status"] == "ok" else f"{row['status']}: {row['note']}"
         self.log(f"{name} {mode}: {done}")
         self.write()
@@ -693,7 +693,7 @@ class Run:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-        trainee = build_trainee(cfg, device, mode == "compile")
+        trainee = build_trainee(cfg, device, args.compile_mode if mode == "compile" else None)
         for _ in range(args.warmup + (2 if mode == "compile" else 0)):
             trainee.step(*trainee.inputs)
         step_s = seconds_per_step(trainee, device, args.steps, args.rounds)
@@ -742,10 +742,14 @@ def main(argv: list[str] | None = None) -> None:
     run.matmul()
     with tempfile.TemporaryDirectory(prefix="vitlight-gpu-bench-") as scratch:
         for name, cfg in configs(args).items():
-            runnable = [m for m in args.modes if m == "eager" or run.cuda or args.compile]
-            real_mode = runnable[-1] if name == "vit_b16" and "real_data" in args.only and runnable else None
-            for mode in args.modes:
-                run.config(name, cfg, mode, Path(scratch), real_data=mode == real_mode)
+            real = name == "vit_b16" and "real_data" in args.only
+            compiles = run.cuda or args.compile
+            # real data is fed to the first ViT-B/16 step that runs: the compiled one where it compiles
+            for mode in sorted(args.modes, key=lambda m: m != "compile") if real and compiles else args.modes:
+                run.config(name, cfg, mode, Path(scratch), real_data=real and not run.report["real_data"])
+            if real and not run.report["real_data"]:
+                run.report["real_data"].append({"pipeline": "cache + GPU augmentation", "source": "-", "mode": "-", "batch": cfg.batch,
+                                                "workers": args.workers, "status": "not run", "note": "no ViT-B/16 step ran"})
     run.write()
     print(markdown(run.report), end="")
 

@@ -27,7 +27,12 @@ class ConfigInCheckpoint(Callback):
         self.config = config
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        from vitlight.logging_wandb import redact_secrets
+
         checkpoint[CONFIG_KEY] = self.config
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint[key] = redact_secrets(dict(checkpoint[key]))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -47,6 +47,14 @@ def _one_line(message: str) -> str:
 class VitlightArgumentParser(LightningArgumentParser):
     """Reports a bad argument or config in one line on stderr and exits 2 (`--help` shows the usage)."""
 
+    def dump(self, *args: Any, **kwargs: Any) -> str:
+        """Every dumped config (--print_config, config.yaml) with secrets redacted."""
+        text = super().dump(*args, **kwargs)
+        try:
+            return yaml.safe_dump(redact_secrets(yaml.safe_load(text)), sort_keys=False)
+        except yaml.YAMLError:
+            return text
+
     def error(self, message: str, ex: Exception | None = None) -> None:  # type: ignore[override]
         options = getattr(self, "_option_string_actions", {}).keys()
         sys.stderr.write(f"vitlight: error: {format_parse_error(str(message), options)}\n")
@@ -57,8 +65,7 @@ class RedactedSaveConfig(SaveConfigCallback):
     """Writes the resolved config.yaml into the run folder (secrets redacted) and sends it, nested, to W&B."""
 
     def _resolved(self) -> dict[str, Any]:
-        text = self.parser.dump(self.config, skip_none=False, skip_validation=True)
-        return redact_secrets(yaml.safe_load(text))
+        return yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_validation=True))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.already_saved:
@@ -87,6 +94,19 @@ def _experiment_name(config_paths: list[Any]) -> str:
         if not name.startswith("_"):
             return name
     return names[0].lstrip("_") if names else "default"
+
+
+def _scrub_api_key(node: Any) -> Any:
+    """Replaces the W&B API key inside every string of a parsed config, in place."""
+    key = os.environ.get("WANDB_API_KEY")
+    if not key:
+        return node
+    if isinstance(node, str):
+        return node.replace(key, "***")
+    items = node.items() if hasattr(node, "items") else enumerate(node) if isinstance(node, list) else []
+    for name, value in list(items):
+        node[name] = _scrub_api_key(value)
+    return node
 
 
 def _class_path(entry: Any) -> str:
@@ -143,6 +163,7 @@ class VitlightCLI(LightningCLI):
         self.run_folder = RunFolder(runs_dir, experiment, run_id, wandb_id)
         self.run_folder.check_writable()
         config.experiment = experiment
+        _scrub_api_key(config)  # nothing built from the config (W&B notes, tags, ...) may carry the key
         self._point_trainer_at_run_folder(config.trainer)
         mode, reason = apply_wandb_mode()
         if self._uses_wandb(config.trainer):
@@ -186,7 +207,7 @@ class VitlightCLI(LightningCLI):
     def resolved_config(self) -> dict[str, Any]:
         """The whole resolved config as plain nested values, secrets redacted."""
         text = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False, skip_validation=True)
-        resolved = redact_secrets(yaml.safe_load(text))
+        resolved = yaml.safe_load(text)
         resolved.pop("config", None)
         return resolved
 
@@ -325,7 +346,8 @@ def _extra_commands() -> dict[str, Callable[[list[str]], int]]:
 def main(argv: list[str] | None = None) -> int:
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # force: a fresh handler on the current stderr each call (tests run main() many times)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     warnings.filterwarnings("ignore", message=".*set_vital.*")  # torchdata's own deprecation noise
     extra = _extra_commands()
     command = argv[0] if argv else None

@@ -48,6 +48,10 @@ def format_parse_error(message: str, option_strings: Iterable[str] = (), argv: l
     if key and "Expected a dot import path string" in message:
         valid = _subclass_names(key)
         return f"{key} {value!r} is not a known class; valid: {', '.join(valid) or 'a class_path'}"
+    single = re.search(r"Expected a <class '([\w.]+)'>\. Got value: (.*)", message)
+    if key and single:
+        flags = [arg.split("=")[0].lstrip("-") for arg in argv if arg.startswith("--") and arg.split("=")[0].endswith("." + key)]
+        return f"{flags[0] if flags else key}: {single.group(2).strip()!r} is not valid; expected {_type_name(single.group(1))}"
     subtypes = re.search(r"Subtypes: \[(.*)\]", message)
     if key and value is not None and subtypes:
         valid = [_type_name(t) for t in re.split(r",\s*(?=<|\w+\[|\w+$)", subtypes.group(1))]

@@ -10,7 +10,8 @@ from urllib.parse import urlparse
 
 import torch
 
-SECRET_MARKERS = ("api_key", "apikey", "token", "password", "secret")
+SECRET_KEYS = {"token", "api_key", "apikey", "password", "secret", "hf_token", "access_token", "auth_token"}
+SECRET_SUFFIXES = ("_api_key", "_apikey", "_password", "_secret", "_auth_token", "_access_token")
 REDACTED = "***"
 
 
@@ -50,7 +51,8 @@ def apply_wandb_mode() -> tuple[str, str]:
 def redact_secrets(value: Any, key: str = "") -> Any:
     """A copy of a nested config with every secret-looking entry (or value equal to the API key) replaced."""
     api_key = os.environ.get("WANDB_API_KEY")
-    if any(marker in key.lower() for marker in SECRET_MARKERS):
+    lowered = key.lower()
+    if lowered in SECRET_KEYS or lowered.endswith(SECRET_SUFFIXES):
         return REDACTED
     if isinstance(value, dict):
         return {k: redact_secrets(v, str(k)) for k, v in value.items()}

@@ -320,7 +320,7 @@ def markdown(title: str, source: str, metric: str, records: list[RunRecord], poi
     sizes = sorted({p.train_size for pts in points.values() for p in pts})
     lookup = {(f, p.train_size): p for f, pts in points.items() for p in pts}
     lines = [f"# {title}", "", f"{len(records)} finished runs from `{source}`; metric `{metric}`, mean ± sample standard "
-             "deviation over seeds (number of runs in brackets)."]
+             "deviation over seeds (number of runs in parentheses)."]
     if command:
         lines += ["", "Reproduce:", "", "```", command, "```"]
     lines += ["", f"## {metric} against training-set size", "",

@@ -153,6 +153,9 @@ class SweepRunner:
             except (RuntimeError, ValueError):  # another runner recovered it first
                 continue
             study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
+            record = self.trial_dir(trial.number) / "trial.json"
+            if record.is_file():
+                write_json_atomic(record, {**json.loads(record.read_text()), "state": "cut off"})
             self.say(f"trial {trial.number}: cut off (its runner stopped); queued again")
 
     def exhausted(self, study: optuna.Study) -> bool:

@@ -166,7 +166,8 @@ class PixelPretrainer(L.LightningModule):
             self.model.load_state_dict(weights)
         except RuntimeError as error:
             shapes = ", ".join(f"{k}={theirs.get(k)}" for k in ("preset", "n_layer", "n_embd", "n_head", "palette_size", "image_size"))
-            raise CheckpointError(f"checkpoint {path!r} does not fit this model (it has {shapes}): {str(error).splitlines()[1:2]}") from None
+            detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
+            raise CheckpointError(f"checkpoint {path!r} does not fit this model (it has {shapes}): {detail}") from None
         self.set_palette(Palette.from_dict(checkpoint[PALETTE_KEY]))
         log.info("loaded ImageGPT weights and palette from %s", path)
 
