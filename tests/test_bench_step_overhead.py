@@ -17,11 +17,11 @@ NUMBER = r"\d+\.\d+"
 def test_step_overhead_bench_prints_both_sides_per_model_and_ratio_last():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(BENCH), "--models", "vit_ti4,resnet18", "--batch", "2", "--steps", "1",
-           "--warmup", "0", "--rounds", "2", "--threads", "1", "--clock", "cpu"]
+           "--warmup", "0", "--rounds", "1", "--threads", "1", "--clock", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
-    assert re.match(r"threads=1 batch=2 steps=1 warmup=0 rounds=2 clock=cpu torch=\S+ lightning=\S+$", lines[0])
+    assert re.match(r"threads=1 batch=2 steps=1 warmup=0 rounds=1 clock=cpu torch=\S+ lightning=\S+$", lines[0])
     ratios = {}
     for model, block in (("vit_ti4", lines[1:4]), ("resnet18", lines[4:7])):
         for side, line in zip(("vitlight", "plain"), block):

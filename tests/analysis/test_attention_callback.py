@@ -111,10 +111,11 @@ def test_display_helpers():
 
 
 def test_listed_in_the_trainer_callbacks_it_logs_overlays_to_the_offline_run(tmp_path: Path):
-    data = write_image_folder(tmp_path / "images", per_class=12, size=16)
+    data = write_image_folder(tmp_path / "images", per_class=16, size=16)
     code = main([
         "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
         "--data", "ImageFolder", "--data.data_dir", str(data), "--data.num_workers", "0", "--data.image_size", "16",
+        "--data.val_fraction", "0.1", "--model.model_kwargs", json.dumps({"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}),
         "--runs_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "2",
         "--trainer.callbacks+=vitlight.analysis.attention_callback.AttentionRolloutLogger",
         "--trainer.callbacks.every_n_epochs", "2", "--trainer.callbacks.num_images", "3",

@@ -255,6 +255,12 @@ def _pyplot():
     return plt
 
 
+def _chance(axis, records: list[RunRecord]) -> None:
+    classes = {r.num_classes for r in records if r.num_classes}
+    if len(classes) == 1:
+        axis.axhline(1 / classes.pop(), color="black", linewidth=0.8, linestyle="--", alpha=0.5, label="chance")
+
+
 def plot_accuracy_vs_data(points: dict[str, list[Point]], metric: str, title: str, path: Path,
                           headline: Crossover | None = None, records: list[RunRecord] | None = None) -> Path:
     """Mean over seeds per family (line), the min-max band, each run as a dot; log x axis."""
@@ -267,6 +273,7 @@ def plot_accuracy_vs_data(points: dict[str, list[Point]], metric: str, title: st
         axis.fill_between(sizes, [p.low for p in pts], [p.high for p in pts], color=color, alpha=0.15, linewidth=0)
         runs = [r for r in records or [] if r.family == family and metric in r.metrics]
         axis.scatter([r.train_size for r in runs], [r.metrics[metric] for r in runs], s=10, color=color, alpha=0.5)
+    _chance(axis, records or [])
     if headline is not None and headline.size:
         axis.axvline(headline.size, color="grey", linestyle=":", label=f"ViT overtakes ResNet (~{headline.size:,.0f})")
     all_sizes = sorted({p.train_size for pts in points.values() for p in pts})
@@ -294,6 +301,7 @@ def plot_accuracy_vs_compute(points: dict[str, list[Point]], records: list[RunRe
         axis.scatter([r.train_flops for r in runs], [r.metrics[metric] for r in runs], s=12, color=color, alpha=0.5)
         line = [p for p in pts if p.flops]
         axis.plot([p.flops for p in line], [p.mean for p in line], "o-", color=color, label=family)
+    _chance(axis, records)
     axis.set_xscale("log")
     axis.set_xlabel("training compute, FLOPs (forward + backward, counted on the meta device)")
     axis.set_ylabel(metric)

@@ -59,18 +59,24 @@ def check_images(names: list[str], out: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def prepare_out(name: str) -> Path:
-    """The output folder, created if missing; a one-line error when it cannot be written."""
+def check_out(name: str) -> Path:
+    """The output folder; fails before any work when it could not be created or written (creates nothing)."""
     out = Path(name).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"the output folder --out {name!r} is a file, not a folder")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot create the output folder {name!r} ({str(existing)!r} is not a writable folder); set --out to a writable folder")
+    return out
+
+
+def make_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"cannot create the output folder {name!r} ({error.strerror or error}); set --out to a writable folder") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"the output folder {name!r} is not writable; set --out to a writable folder")
-    return out
+        raise ConfigError(f"cannot create the output folder {str(out)!r} ({error.strerror or error}); set --out to a writable folder") from None
 
 
 def write_png(array: np.ndarray, target: Path) -> None:
@@ -114,11 +120,17 @@ def load_datamodule(config: dict, overrides: list[str]):
         ) from None
 
 
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """uint8 (H, W, channels) of one file; a one-line DataError when PIL cannot read it."""
-    from vitlight.data.decode import decode_image
+def read_image(path: Path, channels: int | None = None) -> np.ndarray | None:
+    """uint8 (H, W, channels) of one file; channels None only reads the header (returns None).
+
+    A one-line DataError when PIL cannot read it.
+    """
+    from vitlight.data.decode import decode_image, header_size
 
     try:
+        if channels is None:
+            header_size(str(path))
+            return None
         return decode_image(str(path), channels)
     except Exception as error:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
         raise DataError(f"cannot read image {str(path)!r} ({type(error).__name__}: {error})") from None
@@ -145,7 +157,9 @@ def main(argv: list[str]) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise ConfigError(f"invalid --alpha {args.alpha}: it must be in [0, 1]")
     pairs = check_images(args.images, Path(args.out).expanduser())
-    out = prepare_out(args.out)
+    for path, _ in pairs:  # headers only: fail before the model loads; pixels are decoded a batch at a time
+        read_image(path)
+    out = check_out(args.out)
     device = device_of(args.device)
 
     module, config = load_module(args.ckpt, map_location=device)
@@ -159,11 +173,10 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"the image size {settings.image_size} (--data.image_size) differs from the {trained_size} the checkpoint was trained at")
     pipeline = Pipeline(settings, train=False)
 
-    originals = [read_image(path, settings.channels) for path, _ in pairs]
     parameter = next(model.parameters())
     written = []
     for start in range(0, len(pairs), BATCH):
-        chunk = originals[start:start + BATCH]
+        chunk = [read_image(path, settings.channels) for path, _ in pairs[start:start + BATCH]]
         # uint8 (H, W, C) -> (C, H, W) -> normalized float (C, S, S), stacked to (B, C, S, S)
         batch = torch.stack([pipeline(torch.from_numpy(a).permute(2, 0, 1).contiguous()) for a in chunk])
         batch = batch.to(device=device, dtype=parameter.dtype)
@@ -174,6 +187,7 @@ def main(argv: list[str]) -> int:
         with torch.no_grad():
             probabilities = module(batch).float().softmax(dim=-1).cpu()
         names = class_names(datamodule, probabilities.shape[-1])
+        make_out(out)
         for (path, target), array, heat, row in zip(pairs[start:start + BATCH], chunk, maps.cpu(), probabilities):
             rgb = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
             write_png(overlay_heatmap(enlarge(rgb), heat, alpha=args.alpha), target)
