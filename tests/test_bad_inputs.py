@@ -23,7 +23,7 @@ def base(tmp: Path, *extra: str) -> list[str]:
 
 def folder(tmp: Path, *extra: str) -> list[str]:
     images = write_image_folder(tmp / "images", per_class=40, size=16)
-    return base(tmp, "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "16", *extra)
+    return base(tmp, "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "14", *extra)
 
 
 def malformed_yaml(tmp: Path) -> list[str]:
@@ -60,7 +60,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "missing config file": (lambda t: ["fit", "--config", str(t / "nope.yaml")], ("nope.yaml", "does not exist")),
     "missing data folder": (lambda t: base(t, "--data", "ImageFolder", "--data.data_dir", str(t / "nowhere")), ("nowhere",)),
     "corrupt images beyond 1%": (corrupt_images, ("broken", "1%")),
-    "image_size not divisible by patch_size": (lambda t: base(t, "--data.image_size", "30"), ("30 is not divisible", "patch_size 4")),
+    "image_size not divisible by patch_size": (lambda t: base(t, "--data.image_size", "30"), ("30 is not divisible", "patch_size 7")),
     "checkpoint that does not fit": (checkpoint_of_another_model, ("resnet.ckpt", "lacks")),
     "unknown timm name": (lambda t: base(t, "--model.init_args.model_name", "vit_tiny_patch16_2244"), ("not a timm model", "vit_tiny_patch16_224")),
     "unknown data module": (lambda t: base(t, "--data", "CIFAR11"), ("CIFAR11", "CIFAR10")),

@@ -26,7 +26,7 @@ def images(tmp_path: Path) -> Path:
 
 def fit_args(images: Path, runs: Path, *extra: str) -> list[str]:
     return ["fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-            "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "16",
+            "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "14",
             "--data.num_workers", "0", "--trainer.enable_progress_bar", "false", "--runs_dir", str(runs), *extra]
 
 

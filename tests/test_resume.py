@@ -19,7 +19,7 @@ TOLERANCE = 1e-6
 def fit_args(images: Path, runs: Path, *extra: str) -> list[str]:
     return [
         "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-        "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "16",
+        "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "14",
         "--data.num_workers", "0", "--data.batch_size", "8", "--data.train_size", "48",
         "--data.random_crop_padding", "2", "--data.horizontal_flip", "true",
         "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "2",

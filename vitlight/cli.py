@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -39,7 +40,8 @@ RUN_ID_ENV, WANDB_ID_ENV = "VITLIGHT_RUN_ID", "VITLIGHT_WANDB_ID"
 
 def _one_line(message: str) -> str:
     """jsonargparse explains a failure over several indented lines; keep the informative ones on one line."""
-    lines = [line.strip(" -") for line in str(message).splitlines() if line.strip(" -")]
+    lines = [re.sub(r"^\s*-\s+", "", line).strip() for line in str(message).splitlines()]
+    lines = [line for line in lines if line]
     text = "; ".join(dict.fromkeys(lines))
     return text if len(text) <= 600 else text[:597] + "..."
 

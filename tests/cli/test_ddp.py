@@ -13,7 +13,7 @@ def test_two_process_ddp_on_cpu(tmp_path: Path):
     images = write_image_folder(tmp_path / "images", per_class=12, size=16)
     result = run_vitlight(
         "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-        "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "16", "--data.num_workers", "0",
+        "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "14", "--data.num_workers", "0",
         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
         "--trainer.enable_progress_bar", "false", "--runs_dir", str(tmp_path / "runs"),
         env={"OMP_NUM_THREADS": "1"}, cwd=tmp_path,

@@ -20,7 +20,7 @@ def fit_on_folder(data_dir: Path, runs_dir: Path, *extra: str) -> int:
     return main([
         "fit", "--config", str(TINY_VIT), "--config", str(SMOKE),
         "--data", "ImageFolder", "--data.data_dir", str(data_dir), "--data.num_workers", "0",
-        "--data.batch_size", "8", "--data.image_size", "16", "--runs_dir", str(runs_dir), *extra,
+        "--data.batch_size", "8", "--data.image_size", "14", "--runs_dir", str(runs_dir), *extra,
     ])
 
 
@@ -57,12 +57,12 @@ def test_fit_writes_the_run_folder(image_folder: Path, tmp_path: Path, capsys):
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert "num_classes" not in config["model"]["init_args"]
     hparams = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
-    assert (hparams["num_classes"], hparams["image_size"], hparams["channels"]) == (3, 16, 3)
+    assert (hparams["num_classes"], hparams["image_size"], hparams["channels"]) == (3, 14, 3)
     # W&B: one offline run, whose config has the nested sections, closed with exit code 0
     wandb_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(wandb_files) == 1
     wandb_config = run_config(wandb_files[0])
-    assert wandb_config["model"]["init_args"]["model_kwargs"]["patch_size"] == 4
+    assert wandb_config["model"]["init_args"]["model_kwargs"]["patch_size"] == 7
     assert wandb_config["data"]["class_path"].endswith("ImageFolder")
     assert wandb_config["trainer"]["max_epochs"] == 1
     assert run_ids(wandb_files[0]) == {summary["wandb_run_id"]}

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
@@ -131,4 +132,5 @@ def test_distributions_map_onto_optuna(tmp_path: Path):
     assert space.search_space(spec)["e"].high == 3
     assert spec.hyperband.min_iter == 3  # W&B: max_iter / eta**s
     pruner = space.pruner(spec)
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
     assert pruner._min_resource == 3 and pruner._reduction_factor == 3

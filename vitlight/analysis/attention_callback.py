@@ -13,7 +13,6 @@ normalized image back into uint8 RGB, and enlarging tiny images so an overlay st
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import lightning as L
@@ -27,8 +26,6 @@ from torch import Tensor, nn
 from vitlight.analysis.attention_rollout import HEAD_FUSIONS, attention_rollout
 from vitlight.analysis.overlay import overlay_heatmap
 from vitlight.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 LOG_KEY = "val/attention_rollout"
 DISPLAY_MIN_SIDE = 128

@@ -21,7 +21,6 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchdata.stateful_dataloader import StatefulDataLoader
 
 from vitlight.data.decode import DataWarning, decode_image, describe
 from vitlight.data.subsets import carve_validation, nested_balanced_subset, resolve_train_size
@@ -311,7 +310,11 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
         # a stateful loader records its position, so a mid-epoch checkpoint resumes mid-epoch
-        return StatefulDataLoader(
+        try:
+            from torchdata.stateful_dataloader import StatefulDataLoader as loader_class
+        except ImportError:  # e.g. a benchmark machine without torchdata: resumes restart the epoch
+            loader_class = DataLoader
+        return loader_class(
             self.dataset(split),
             batch_size=batch_size,
             shuffle=shuffle,

@@ -137,13 +137,13 @@ class SweepRunner:
         """Marks trials of dead runners failed and queues their parameters again."""
         trials = study.get_trials(deepcopy=False)
         for trial in trials:
-            if trial.state != TrialState.RUNNING or "runner" not in trial.user_attrs:
-                continue
-            if trial.user_attrs["runner"] == self._token:
+            if trial.state != TrialState.RUNNING or trial.user_attrs.get("runner") == self._token:
                 continue
             age = heartbeat_age(self.trial_dir(trial.number))
+            if age is None and trial.datetime_start is not None:  # asked for, never started
+                age = time.time() - trial.datetime_start.timestamp()
             same_host = trial.user_attrs.get("host") == self._host
-            dead = same_host and not process_alive(int(trial.user_attrs.get("runner_pid", -1)))
+            dead = same_host and "runner_pid" in trial.user_attrs and not process_alive(int(trial.user_attrs["runner_pid"]))
             if not dead and (age is None or age < STALE_AFTER_S):
                 continue
             if same_host and "trial_pid" in trial.user_attrs:

@@ -8,15 +8,18 @@ Where the mapping is not one to one (also in docs/sweeps.md):
   beta distributions have no Optuna counterpart: they are searched as a quantile u in [0, 1)
   and turned into the value by the distribution's inverse CDF, which samples them exactly.
 - bayes: W&B fits a Gaussian process with expected improvement; here Optuna's GPSampler
-  (Gaussian process, log expected improvement), random for its first 10 trials.
+  (Gaussian process, log expected improvement), random for its first 3 trials.
   Quantile-mapped parameters are modelled in quantile space (as W&B's bayes does: it
   normalizes every parameter by its CDF). q_* distributions are searched continuously
   and rounded to q when the trial starts.
-- hyperband: W&B stops a run whose metric, at bracket min_iter * eta**k, is below the top
-  1/eta of the runs that reached that bracket; Optuna's HyperbandPruner (min_resource=min_iter,
-  reduction_factor=eta, max_resource=max_iter or "auto") runs successive-halving brackets on the
-  same reports. A report is each per-epoch value of the metric (W&B counts each logged value
-  as one iteration too). W&B's `strict` has no counterpart and is ignored.
+- hyperband: W&B stops a run whose metric, at a bracket min_iter * eta**k, is not in the top
+  1/eta of the runs that reached that bracket, every run against every other: one asynchronous
+  successive-halving schedule (ASHA). That is Optuna's SuccessiveHalvingPruner (min_resource =
+  min_iter, reduction_factor = eta), not its HyperbandPruner, which runs several such schedules
+  with different first rungs and splits the trials between them (with a few dozen trials it
+  would compare almost none). A report is each per-epoch value of the metric (W&B counts each
+  logged value as one iteration too). Not carried over: W&B's `strict`, and its last bracket at
+  max_iter (Optuna keeps checking at min_iter * eta**k as long as the run reports).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from vitlight.sweeps.spec import Parameter, SweepSpec, quantize
 
 QUANTILE_DISTRIBUTIONS = ("normal", "q_normal", "log_normal", "q_log_normal", "beta", "q_beta")
 PRIMITIVE = (str, int, float, bool, type(None))
+BAYES_STARTUP_TRIALS = 3  # W&B's bayes models the runs from the first few on; Optuna's default waits for 10
 
 
 def encode(value: Any) -> Any:
@@ -132,18 +136,16 @@ def sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
     if spec.method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     try:
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=BAYES_STARTUP_TRIALS)
     except ImportError:  # GPSampler needs scipy and torch; TPE is the fallback
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=BAYES_STARTUP_TRIALS, multivariate=True)
 
 
 def pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     band = spec.hyperband
     if band is None:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.HyperbandPruner(
-        min_resource=band.min_iter, max_resource=band.max_iter or "auto", reduction_factor=band.eta,
-    )
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=band.min_iter, reduction_factor=band.eta, min_early_stopping_rate=0)
 
 
 def direction(spec: SweepSpec) -> str:

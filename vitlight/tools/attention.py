@@ -30,7 +30,8 @@ BATCH = 32
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight attention", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p = _Parser(prog="vitlight attention", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                epilog="--data X and --data.key value override the checkpoint's data config (its eval preprocessing).")
     p.add_argument("--ckpt", required=True, help="an ImageClassifier checkpoint of a ViT/DeiT with a class token")
     p.add_argument("--images", required=True, nargs="+", help="image files (any format PIL reads)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
