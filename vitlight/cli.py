@@ -155,7 +155,8 @@ class VitlightCLI(LightningCLI):
         config = self.config[self.subcommand]
         experiment = config.experiment or _experiment_name(config.get("config"))
         runs_dir = Path(config.runs_dir).expanduser()
-        run_id, wandb_id = new_run_id(), new_wandb_id()
+        # an online `wandb agent` names the run it expects through WANDB_RUN_ID
+        run_id, wandb_id = new_run_id(), os.environ.get("WANDB_RUN_ID") or new_wandb_id()
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             run_id, wandb_id, config.ckpt_path = self._resume_target(runs_dir, experiment)
         if os.environ.get("LOCAL_RANK") and os.environ.get(RUN_ID_ENV):

@@ -77,8 +77,8 @@ def test_sample_refuses_top_k_larger_than_the_palette(run, tmp_path, capsys):
 def test_sample_refuses_images_longer_than_the_positions(run, tmp_path, capsys):
     code = main(["sample", "--ckpt", str(run["ckpt"]), "--out", str(tmp_path), "--data.image_size", "16"])
     assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "makes 256 tokens per image, more than the model's 64 positions" in err[0]
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vitlight: error:")]
+    assert len(errors) == 1 and "makes 256 tokens per image, more than the model's 64 positions" in errors[0]
 
 
 def test_sample_and_probe_refuse_a_palette_mismatch(run, tmp_path, capsys):
@@ -115,17 +115,29 @@ def test_probe_refuses_a_layer_out_of_range(run, tmp_path, capsys):
     assert not (Path(tmp_path) / "probe_igpt_tiny_quickstart").exists()
 
 
+VIT_CONFIG = """
+trainer: {trainer}
+model:
+  class_path: vitlight.tasks.classification.ImageClassifier
+  init_args:
+    model_name: vit_tiny_patch16_224
+    model_kwargs: {{patch_size: 4, embed_dim: 32, depth: 4, num_heads: 2}}
+data:
+  class_path: vitlight.data.ImageFolder
+  init_args: {{data_dir: {data_dir}, image_size: 8, val_fraction: 0.25, num_workers: 0}}
+"""
+
+
 def test_probe_works_on_a_vit_checkpoint(run, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    code = main([
-        "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-        "--data", "ImageFolder", "--data.data_dir", str(run["folder"]), "--data.image_size", "8",
-        "--data.val_fraction", "0.25", "--runs_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
-    ])
+    config = tmp_path / "tiny_vit.yaml"
+    config.write_text(VIT_CONFIG.format(trainer=EXPERIMENTS / "_trainer.yaml", data_dir=run["folder"]))
+    runs = tmp_path / "runs"
+    code = main(["fit", "--config", str(config), "--config", str(SMOKE), "--runs_dir", str(runs), "--trainer.enable_progress_bar", "false"])
     assert code == 0
-    checkpoint = next((tmp_path / "runs" / "quickstart").glob("*/checkpoints/best-*.ckpt"))
-    assert main(["probe", "--ckpt", str(checkpoint), "--pool", "cls", "--runs_dir", str(tmp_path / "runs"), "--l2", "1e-2"]) == 0
-    summary = json.loads(next((tmp_path / "runs" / "probe_quickstart").glob("*/summary.json")).read_text())
+    checkpoint = next((runs / "tiny_vit").glob("*/checkpoints/best-*.ckpt"))
+    assert main(["probe", "--ckpt", str(checkpoint), "--pool", "cls", "--runs_dir", str(runs), "--l2", "1e-2"]) == 0
+    summary = json.loads(next((runs / "probe_tiny_vit").glob("*/summary.json")).read_text())
     assert summary["model"]["class"] == "ImageClassifier" and summary["pool"] == "cls"
     assert [row["layer"] for row in summary["layers"]] == [0, 1, 2, 3]
     assert summary["best"]["test_acc"] >= 0.9

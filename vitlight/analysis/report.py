@@ -198,8 +198,10 @@ def crossover(vit_name: str, vit: dict[int, float], cnn_name: str, cnn: dict[int
     if all(g > 0 for g in gaps):
         return Crossover(vit_name, cnn_name, "ahead", None, f"{vit_name} is ahead of {cnn_name} at every size measured ({span})")
     if gaps[-1] <= 0:
+        ahead = [f"{s:,}" for s, g in zip(sizes, gaps) if g > 0]
+        earlier = f"; ahead only at {', '.join(ahead)}, then behind" if ahead else ""
         return Crossover(vit_name, cnn_name, "behind", None,
-                         f"{vit_name} does not overtake {cnn_name} within {span} (gap at {sizes[-1]:,}: {100 * gaps[-1]:+.1f} points)")
+                         f"{vit_name} does not overtake {cnn_name} within {span} (gap at {sizes[-1]:,}: {100 * gaps[-1]:+.1f} points{earlier})")
     k = max(i for i, g in enumerate(gaps) if g <= 0) + 1  # ahead from sizes[k] on
     before, after = gaps[k - 1], gaps[k]
     t = before / (before - after)
@@ -303,6 +305,9 @@ def plot_accuracy_vs_compute(points: dict[str, list[Point]], records: list[RunRe
         axis.plot([p.flops for p in line], [p.mean for p in line], "o-", color=color, label=family)
     _chance(axis, records)
     axis.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    axis.xaxis.set_minor_formatter(NullFormatter())
     axis.set_xlabel("training compute, FLOPs (forward + backward, counted on the meta device)")
     axis.set_ylabel(metric)
     axis.set_title(title, fontsize=10)
@@ -327,8 +332,10 @@ def markdown(title: str, source: str, metric: str, records: list[RunRecord], poi
     families = list(points)
     sizes = sorted({p.train_size for pts in points.values() for p in pts})
     lookup = {(f, p.train_size): p for f, pts in points.items() for p in pts}
+    walls = [r.wall_time_s for r in records if r.wall_time_s]
+    total = f" Sum of the runs' own wall times (summary.json): {sum(walls) / 60:.1f} minutes." if walls else ""
     lines = [f"# {title}", "", f"{len(records)} finished runs from `{source}`; metric `{metric}`, mean ± sample standard "
-             "deviation over seeds (number of runs in parentheses)."]
+             f"deviation over seeds (number of runs in parentheses).{total}"]
     if command:
         lines += ["", "Reproduce:", "", "```", command, "```"]
     lines += ["", f"## {metric} against training-set size", "",

@@ -46,7 +46,7 @@ def save_png(grid: np.ndarray, path: str | Path) -> Path:
 
 
 class CompletionGrid(Callback):
-    """Every ``every_n_epochs`` validation epochs, completes the bottom half of the first ``n``
+    """Every ``every_n_epochs`` validation epochs, completes the bottom half of ``n``
     validation images and logs the grid to W&B (key ``samples/completions``) and as
     ``<run>/samples/epoch=NNN.png``. Skipped for BERT models, which cannot sample."""
 
@@ -62,7 +62,7 @@ class CompletionGrid(Callback):
         """
         Args:
             every_n_epochs: log a grid after every this many validation epochs (and after the last).
-            n: images (rows) in the grid, taken from the start of the validation split.
+            n: images (rows) in the grid, spread evenly over the validation split.
             samples: completions per image.
             temperature: sampling temperature (0: the most likely colour).
             top_k: sample among the k most likely colours only (None: all).

@@ -78,7 +78,7 @@ def check_palette_settings(kind: str, size: int, channels: int) -> None:
 # ----- pixels of a data module ------------------------------------------------------------
 
 def split_pixels(datamodule: Any, split: str, indices: np.ndarray | None = None, count: int | None = None) -> tuple[Tensor, Tensor]:
-    """uint8 pixels (n, S, S, C) and labels (n,) of a set-up data module's split, as the model sees them at eval.
+    """uint8 pixels (n, S, S, C) and labels (n,) of a data module's split, as the model sees them at eval.
 
     Images pass through the eval transform (resize to image_size, channel matching) and back
     through `to_uint8`, so decoded and file-backed splits are treated alike.
@@ -86,7 +86,9 @@ def split_pixels(datamodule: Any, split: str, indices: np.ndarray | None = None,
     datamodule.setup()
     dataset = datamodule.dataset(split, train_transform=False)
     if indices is None:
-        indices = np.arange(min(len(dataset), count if count is not None else len(dataset)))
+        # ``count`` images spread evenly over the split (splits are often sorted by class)
+        total = len(dataset)
+        indices = np.arange(total) if count is None or count >= total else np.linspace(0, total - 1, count).round().astype(np.int64)
     mean, std = normalization(datamodule)
     pixels, labels = [], []
     for start in range(0, len(indices), 512):

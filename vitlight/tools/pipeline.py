@@ -161,7 +161,11 @@ def _run_stage(name: str, call, runs_dir: Path) -> dict[str, Any]:
     """Runs one stage in this process; returns its summary.json (plus its run folder)."""
     before = set(runs_dir.rglob("summary.json")) if runs_dir.exists() else set()
     print(f"pipeline: stage {name}", file=sys.stderr, flush=True)
-    code = call()
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the stage gets its own arguments, not the pipeline's
+    try:
+        code = call()
+    finally:
+        sys.argv = argv
     found = _new_summaries(runs_dir, before)
     if code not in (0, None) or not found:
         raise ConfigError(f"pipeline: stage {name} failed (exit code {code}); see its output above")

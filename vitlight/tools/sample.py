@@ -58,7 +58,7 @@ def default_out(checkpoint: str) -> Path:
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vitlight sample", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--ckpt", required=True, help="an autoregressive PixelPretrainer checkpoint")
-    p.add_argument("--n", type=int, default=16, help="images to complete (the first n of the split)")
+    p.add_argument("--n", type=int, default=16, help="images to complete, spread evenly over the split")
     p.add_argument("--out", default=None, help="output folder (default: the run's samples/ folder)")
     p.add_argument("--split", default="test", choices=("test", "val", "train"), help="split the images come from")
     p.add_argument("--samples", type=int, default=1, help="completions per image")
