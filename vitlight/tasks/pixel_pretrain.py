@@ -31,7 +31,7 @@ from vitlight.models.igpt import IGPT_PRESETS, IGPTConfig, ImageGPT
 from vitlight.models.palette import Palette
 from vitlight.tasks.optim import weight_decay_groups
 from vitlight.tasks.pixels import Tokenizer, bits_per_dim, check_palette_settings, data_palette, normalization, to_uint8
-from vitlight.tasks.schedules import WarmupCosine
+from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
 log = logging.getLogger(__name__)
 
@@ -368,11 +368,12 @@ class PixelPretrainer(L.LightningModule):
         self.set_palette(Palette.from_dict(checkpoint[PALETTE_KEY]))
 
     # ----- optimisation ---------------------------------------------------------------
+    def on_train_start(self) -> None:
+        complete_schedules(self.trainer)
+
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(weight_decay_groups(self))
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        if isinstance(scheduler, WarmupCosine):
-            scheduler.set_total_steps(int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(optimizer)  # WarmupCosine gets its length in on_train_start
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

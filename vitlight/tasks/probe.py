@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitlight.errors import CheckpointError, ConfigError
-from vitlight.tasks.schedules import WarmupCosine
+from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
 log = logging.getLogger(__name__)
 
@@ -326,12 +326,13 @@ class LinearProbe(L.LightningModule):
             except CheckpointError:
                 raise CheckpointError("the probe checkpoint holds no palette of its iGPT source") from None
 
+    def on_train_start(self) -> None:
+        complete_schedules(self.trainer)
+
     def configure_optimizers(self) -> Any:
         parameters = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(parameters)
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        if isinstance(scheduler, WarmupCosine):
-            scheduler.set_total_steps(int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(optimizer)  # WarmupCosine gets its length in on_train_start
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

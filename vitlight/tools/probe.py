@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vitlight.errors import ConfigError
-from vitlight.tools.sample import PALETTE_CHOICES, _Parser, device_of, split_data_overrides
+from vitlight.tools.sample import DATA_EPILOG, PALETTE_CHOICES, _Parser, device_of, split_data_overrides
 
 log = logging.getLogger("vitlight")
 
@@ -33,7 +33,7 @@ PLOT_FILE = "probe_accuracy.png"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight probe", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p = _Parser(prog="vitlight probe", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
     p.add_argument("--ckpt", required=True, help="a vitlight checkpoint (PixelPretrainer or ImageClassifier)")
     p.add_argument("--layers", default="all", help="all, middle, or block indices such as 0,3,-1")
     p.add_argument("--pool", default="mean", choices=("mean", "cls"), help="average over positions, or the class token (ViT)")

@@ -18,6 +18,7 @@ import torch
 from vitlight.errors import ConfigError
 
 PALETTE_CHOICES = ("check", "checkpoint")
+DATA_EPILOG = "The data is the one in the checkpoint's run config; --data NAME and --data.KEY VALUE override it."
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +57,7 @@ def default_out(checkpoint: str) -> Path:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight sample", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p = _Parser(prog="vitlight sample", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
     p.add_argument("--ckpt", required=True, help="an autoregressive PixelPretrainer checkpoint")
     p.add_argument("--n", type=int, default=16, help="images to complete, spread evenly over the split")
     p.add_argument("--out", default=None, help="output folder (default: the run's samples/ folder)")
