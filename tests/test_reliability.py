@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def test_atomic_save_replaces_the_file_whole(tmp_path: Path):
     io.save_checkpoint({"weights": torch.full((3,), 2.0)}, target)
     assert torch.equal(torch.load(target, weights_only=True)["weights"], torch.full((3,), 2.0))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # the usual mode, not mkstemp's 0600
 
 
 def test_a_kill_or_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch):

@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class TrainingError(VitlightError):
     """Training cannot go on (a non-finite loss)."""
 
@@ -42,6 +48,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, stream)
                 stream.flush()
                 os.fsync(stream.fileno())
+            os.chmod(temporary, _default_file_mode())  # mkstemp makes 0600; keep the usual umask-based mode
             os.replace(temporary, path)
         except OSError as error:
             Path(temporary).unlink(missing_ok=True)

@@ -87,6 +87,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
             json.dump(data, stream, indent=2, sort_keys=False, default=str)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; summaries are meant to be read by others
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
