@@ -27,7 +27,7 @@ from vitlight.errors import ConfigError, VitlightError
 from vitlight.logging_wandb import apply_wandb_mode, redact_secrets
 from vitlight.reliability import AtomicCheckpointIO, NonFiniteLossGuard, PreemptionCheckpoint, RandomStates, StepCheckpoint
 from vitlight.runs import (
-    SUMMARY_FILE, BestValidationMetrics, RunFolder, git_commit, hardware, latest_run, new_run_id,
+    SUMMARY_FILE, BestValidationMetrics, RunFolder, git_commit, hardware, latest_run, new_run_id, read_summary,
     new_wandb_id, package_versions, write_json_atomic,
 )
 
@@ -182,13 +182,8 @@ class VitlightCLI(LightningCLI):
         if checkpoint is None or not checkpoint.is_file():
             where = previous or runs_dir / experiment
             raise ConfigError(f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no checkpoints/last.ckpt under {where})")
-        import json
-
-        summary_path = previous / SUMMARY_FILE
-        wandb_id = new_wandb_id()
-        if summary_path.is_file():
-            wandb_id = json.loads(summary_path.read_text()).get("wandb_run_id") or wandb_id
-        return previous.name, wandb_id, str(checkpoint)
+        summary = read_summary(previous) if (previous / SUMMARY_FILE).is_file() else {}
+        return previous.name, summary.get("wandb_run_id") or new_wandb_id(), str(checkpoint)
 
     def _uses_wandb(self, trainer_config: Any) -> bool:
         return any(_class_path(entry).endswith("WandbLogger") for entry in _as_list(trainer_config.get("logger")))
