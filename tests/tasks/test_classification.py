@@ -98,6 +98,15 @@ def test_trains_and_learns(extra: dict):
         assert "val/acc_ema" in results
 
 
+def test_training_metrics_skip_label_checks_evaluation_keeps_them():
+    # the checks call torch.unique on the labels: a device sync on every training step
+    model = tiny_vit(num_classes=10)
+    assert set(model.train_metrics) == {"train/acc", "train/acc_top5"}
+    assert not any(metric.validate_args for metric in model.train_metrics.values())
+    assert all(metric.validate_args for metric in model.val_metrics.values())
+    assert all(metric.validate_args for metric in model.test_metrics.values())
+
+
 def test_frozen_backbone_trains_only_the_head():
     model = tiny_vit(freeze_backbone=True)
     trainable = {name for name, p in model.backbone.named_parameters() if p.requires_grad}

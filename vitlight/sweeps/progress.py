@@ -1,8 +1,10 @@
 """Per-epoch metrics for the sweep runner: one JSON line per validation epoch.
 
 The sweep runner sets VITLIGHT_PROGRESS_FILE for each trial and reads the file while the
-trial runs, to feed hyperband early termination. Without the variable the callback does
-nothing. Registered twice (by the CLI and by `--trainer.callbacks+=`), it writes once.
+trial runs, to feed hyperband early termination; the runner adds it with
+`--trainer.callbacks+=` to `fit` trials of sweeps that use hyperband. Without the variable the
+callback does nothing. Listed twice (by the runner and by the experiment's own callbacks), it
+writes once.
 """
 
 from __future__ import annotations

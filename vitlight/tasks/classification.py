@@ -23,10 +23,10 @@ from vitlight.tasks.weights import load_backbone_weights
 log = logging.getLogger(__name__)
 
 
-def _accuracy_metrics(num_classes: int) -> MetricCollection:
-    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+def _accuracy_metrics(num_classes: int, validate_args: bool = True) -> MetricCollection:
+    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=validate_args)}
     if num_classes > 5:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro", validate_args=validate_args)
     return MetricCollection(metrics)
 
 
@@ -89,7 +89,9 @@ class ImageClassifier(L.LightningModule):
             self._freeze_all_but_head()
         self.mixup = self._build_mixup(mixup_alpha, cutmix_alpha, label_smoothing, num_classes)
         self.ema = self._build_ema(ema_decay)
-        self.train_metrics = _accuracy_metrics(num_classes).clone(prefix="train/")
+        # no label checks on the training metrics: they cost a device sync every step, and the labels
+        # were already used by the loss (evaluation keeps the checks)
+        self.train_metrics = _accuracy_metrics(num_classes, validate_args=False).clone(prefix="train/")
         self.val_metrics = _accuracy_metrics(num_classes).clone(prefix="val/")
         self.val_ema_metrics = _accuracy_metrics(num_classes).clone(prefix="val/", postfix="_ema")
         self.test_metrics = _accuracy_metrics(num_classes).clone(prefix="test/")
