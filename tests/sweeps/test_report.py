@@ -19,13 +19,14 @@ ACCURACY = {("vit", 100): 0.20, ("vit", 1000): 0.40, ("vit", 10000): 0.80,
             ("cnn", 100): 0.30, ("cnn", 1000): 0.50, ("cnn", 10000): 0.70}
 
 
-def write_run(root: Path, name: str, model: dict, train_size: int, seed: int, acc: float, status: str = "finished") -> None:
+def write_run(root: Path, name: str, model: dict, train_size: int, seed: int, acc: float, status: str = "finished",
+              dataset: str = "CIFAR10") -> Path:
     run = root / name
     run.mkdir(parents=True)
     summary = {
         "status": status, "subcommand": "fit", "experiment": name.split("/")[0], "run_id": run.name, "seed": seed,
         "train_size": train_size, "global_step": math.ceil(train_size / 32) * 2, "epochs": 2,
-        "data": {"dataset": "CIFAR10", "num_classes": 10, "image_size": 32, "channels": 3},
+        "data": {"dataset": dataset, "num_classes": 10, "image_size": 32, "channels": 3},
         "model": {"class": "ImageClassifier", "model_name": model["model_name"], "parameters": 1000},
         "best_validation": {"val/acc": acc}, "test": {"test/acc": acc}, "wall_time_s": 1.0,
     }
@@ -33,6 +34,7 @@ def write_run(root: Path, name: str, model: dict, train_size: int, seed: int, ac
     config = {"model": {"class_path": "vitlight.tasks.ImageClassifier", "init_args": model},
               "data": {"class_path": "vitlight.data.CIFAR10", "init_args": {"batch_size": 32}}, "trainer": {}}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
 
 
 @pytest.fixture()
@@ -85,3 +87,34 @@ def test_family_names():
     assert family_of("vit_base_patch16_224", {}) == ("ViT-B/16", "vit")
     assert family_of("resnetv2_50x1_bit", {}) == ("BiT-R50x1", "cnn")
     assert family_of("resnet18", None) == ("ResNet-18", "cnn")
+
+
+def test_transfer_runs_are_plotted_against_the_pretraining_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # a pipeline's fine-tune and linear-probe runs, from pretraining runs on 100 and 1,000 images
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    root = tmp_path / "sweeps" / "transfer"
+    for size, acc in ((100, 0.3), (1000, 0.6)):
+        for seed in (0, 1):
+            pretrain = write_run(root / f"t{size}{seed}", "pretrain/run", VIT, size, seed, 0.2)
+            checkpoint = {"checkpoint_path": str(pretrain / "checkpoints" / "best-000.ckpt")}
+            write_run(root / f"t{size}{seed}", "finetune/run", {**VIT, **checkpoint}, 500, seed, acc + seed / 100, dataset="CIFAR100")
+            write_run(root / f"t{size}{seed}", "probe/run", {**VIT, **checkpoint, "freeze_backbone": True}, 500, seed,
+                      acc - 0.1, dataset="CIFAR100")
+    moved = tmp_path / "copied" / "transfer"  # checkpoint paths point at the old place: runs are found by folder name
+    moved.parent.mkdir()
+    root.rename(moved)
+    out = tmp_path / "report"
+    assert main(["report", str(moved), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    fine_tuned = "ViT-Ti/4 (d96 L4 h3) fine-tuned, pretrained on CIFAR10"
+    probed = "ViT-Ti/4 (d96 L4 h3) linear probe, pretrained on CIFAR10"
+    assert f"| pretraining images | {fine_tuned} | {probed} |" in text
+    assert "| 100 | 0.305 ± 0.007 (2) | 0.200 ± 0.000 (2) |" in text  # seeds pooled per pretraining size, not per fine-tune size
+    assert "| 1,000 | 0.605 ± 0.007 (2) | 0.500 ± 0.000 (2) |" in text
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["runs"]) == 8  # the pretraining runs (CIFAR-10) are listed, not plotted
+    assert "Runs on other datasets (not plotted): pretrain (CIFAR10)" in text
+    run = next(r for r in report["runs"] if r["family"] == fine_tuned and r["pretrain_size"] == 1000)
+    pretrain_flops = run["flops_per_image"] * 1000 * 2  # the pretraining run: 2 epochs of 1,000 images, same backbone
+    assert run["pretrain_flops"] == pytest.approx(pretrain_flops)
+    assert run["train_flops"] == pytest.approx(run["flops_per_image"] * 500 * 2 + pretrain_flops)  # its own + its pretraining

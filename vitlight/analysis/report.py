@@ -46,12 +46,29 @@ class RunRecord:
     flops_per_image: int | None = None
     wall_time_s: float | None = None
     subcommand: str = "fit"
+    # transfer runs (fine-tune or linear probe from a vitlight run's checkpoint): the pretraining run
+    pretrain_size: int | None = None
+    pretrain_dataset: str | None = None
+    pretrain_flops: float | None = None
+
+    @property
+    def is_transfer(self) -> bool:
+        return self.pretrain_size is not None
+
+    @property
+    def axis_size(self) -> int | None:
+        """The data size the study varies: the pretraining set for transfer runs, else the training set."""
+        return self.pretrain_size if self.is_transfer else self.train_size
 
     @property
     def train_flops(self) -> float | None:
+        """Compute that produced this result: its own training, plus its pretraining for transfer runs."""
         if self.flops_per_image is None or self.images_seen is None:
             return None
-        return float(self.flops_per_image) * self.images_seen
+        own = float(self.flops_per_image) * self.images_seen
+        if self.is_transfer:
+            return own + self.pretrain_flops if self.pretrain_flops is not None else None
+        return own
 
 
 def family_of(model_name: str | None, model_kwargs: dict[str, Any] | None) -> tuple[str, str]:
@@ -100,15 +117,51 @@ def images_seen(summary: dict[str, Any], config: dict[str, Any]) -> int | None:
     return seen
 
 
-def record_from(summary: dict[str, Any], config: dict[str, Any], run_dir: str) -> RunRecord:
+def _shared_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    count = 0
+    while count < min(len(a), len(b)) and a[-1 - count] == b[-1 - count]:
+        count += 1
+    return count
+
+
+def pretraining_run(checkpoint_path: Any, search_root: Path | None = None) -> RunRecord | None:
+    """The vitlight run that wrote `<run>/checkpoints/<name>.ckpt`, when its summary says it finished.
+
+    A sweep folder that was moved or copied still links up: the run is then looked for by its
+    `<experiment>/<run id>` folder under search_root."""
+    if not isinstance(checkpoint_path, str) or not checkpoint_path:
+        return None
+    run = Path(checkpoint_path).parent.parent
+    if not (run / "summary.json").is_file() and search_root is not None:
+        moved = [p.parent for p in Path(search_root).rglob(f"{run.parent.name}/{run.name}/summary.json")]
+        if moved:  # the candidate that shares the longest tail of folder names with the recorded path
+            tails = [_shared_tail(candidate.parts, run.parts) for candidate in moved]
+            if tails.count(max(tails)) == 1:
+                run = moved[tails.index(max(tails))]
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+        config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if summary.get("status") != "finished" or not isinstance(summary.get("train_size"), int):
+        return None
+    return record_from(summary, config, str(run), follow_checkpoint=False)
+
+
+def record_from(summary: dict[str, Any], config: dict[str, Any], run_dir: str, follow_checkpoint: bool = True,
+                search_root: Path | None = None) -> RunRecord:
     model_args = ((config.get("model") or {}).get("init_args") or {})
     data = summary.get("data") or {}
     model = summary.get("model") or {}
     model_name = model.get("model_name") or model_args.get("model_name") or model_args.get("preset")
     kwargs = model_args.get("model_kwargs") or {}
     family, kind = family_of(model_name, kwargs)
-    if model_args.get("checkpoint_path") or model_args.get("freeze_backbone"):
-        family += " (from checkpoint, frozen)" if model_args.get("freeze_backbone") else " (from checkpoint)"
+    pretrained = pretraining_run(model_args.get("checkpoint_path"), search_root) if follow_checkpoint else None
+    frozen = bool(model_args.get("freeze_backbone"))
+    if pretrained is not None:
+        family += f" {'linear probe' if frozen else 'fine-tuned'}, pretrained on {pretrained.dataset}"
+    elif model_args.get("checkpoint_path") or frozen:
+        family += " (from checkpoint, frozen)" if frozen else " (from checkpoint)"
     metrics = {}
     for section in (summary.get("best_validation"), summary.get("test"), summary.get("metrics")):
         metrics.update({k: float(v) for k, v in (section or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -126,6 +179,8 @@ def record_from(summary: dict[str, Any], config: dict[str, Any], run_dir: str) -
                                                      record.cifar_stem, int(record.image_size), int(record.num_classes), record.channels)
         except Exception:  # a model the counter cannot build on the meta device: no compute axis for it
             record.flops_per_image = None
+    if pretrained is not None:
+        record.pretrain_size, record.pretrain_dataset, record.pretrain_flops = pretrained.train_size, pretrained.dataset, pretrained.train_flops
     return record
 
 
@@ -145,7 +200,7 @@ def collect_runs(root: Path) -> tuple[list[RunRecord], list[str]]:
             continue
         config_path = path.parent / "config.yaml"
         config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-        records.append(record_from(summary, config or {}, str(path.parent)))
+        records.append(record_from(summary, config or {}, str(path.parent), search_root=Path(root)))
     return records, skipped
 
 
@@ -162,11 +217,11 @@ class Point:
 
 
 def aggregate(records: list[RunRecord], metric: str) -> dict[str, list[Point]]:
-    """{family: points sorted by train size}, mean and spread over seeds."""
+    """{family: points sorted by data size (pretraining size for transfer runs)}, mean and spread over seeds."""
     groups: dict[str, dict[int, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
-        if metric in record.metrics and isinstance(record.train_size, int):
-            groups[record.family][record.train_size].append(record)
+        if metric in record.metrics and isinstance(record.axis_size, int):
+            groups[record.family][record.axis_size].append(record)
     result = {}
     for family, by_size in groups.items():
         points = []
@@ -188,13 +243,13 @@ class Crossover:
     text: str
 
 
-def crossover(vit_name: str, vit: dict[int, float], cnn_name: str, cnn: dict[int, float]) -> Crossover:
-    """Where the ViT's mean overtakes the CNN's for good, interpolated linearly in log(train size)."""
+def crossover(vit_name: str, vit: dict[int, float], cnn_name: str, cnn: dict[int, float], unit: str = "training images") -> Crossover:
+    """Where the ViT's mean overtakes the CNN's for good, interpolated linearly in log(data size)."""
     sizes = sorted(set(vit) & set(cnn))
     if not sizes:
-        return Crossover(vit_name, cnn_name, "insufficient", None, f"{vit_name} and {cnn_name} share no training-set size")
+        return Crossover(vit_name, cnn_name, "insufficient", None, f"{vit_name} and {cnn_name} share no data size ({unit})")
     gaps = [vit[s] - cnn[s] for s in sizes]
-    span = f"{sizes[0]:,}-{sizes[-1]:,} images" if len(sizes) > 1 else f"{sizes[0]:,} images"
+    span = f"{sizes[0]:,}-{sizes[-1]:,} {unit}" if len(sizes) > 1 else f"{sizes[0]:,} {unit}"
     if all(g > 0 for g in gaps):
         return Crossover(vit_name, cnn_name, "ahead", None, f"{vit_name} is ahead of {cnn_name} at every size measured ({span})")
     if gaps[-1] <= 0:
@@ -207,7 +262,7 @@ def crossover(vit_name: str, vit: dict[int, float], cnn_name: str, cnn: dict[int
     t = before / (before - after)
     size = math.exp(math.log(sizes[k - 1]) + t * (math.log(sizes[k]) - math.log(sizes[k - 1])))
     return Crossover(vit_name, cnn_name, "crosses", size,
-                     f"{vit_name} overtakes {cnn_name} at about {size:,.0f} training images (between {sizes[k - 1]:,} and {sizes[k]:,}; "
+                     f"{vit_name} overtakes {cnn_name} at about {size:,.0f} {unit} (between {sizes[k - 1]:,} and {sizes[k]:,}; "
                      f"{100 * gaps[-1]:+.1f} points at {sizes[-1]:,})")
 
 
@@ -218,16 +273,25 @@ def envelope(points: dict[str, list[Point]], families: list[str]) -> dict[int, f
     return {size: max(b[size] for b in by_size) for size in sorted(common)}
 
 
-def crossovers(points: dict[str, list[Point]], kinds: dict[str, str]) -> tuple[Crossover | None, list[Crossover]]:
-    """The headline (best ViT against best CNN) and every ViT/CNN pair."""
+def crossovers(points: dict[str, list[Point]], kinds: dict[str, str], unit: str = "training images") -> tuple[Crossover | None, list[Crossover]]:
+    """The headline (best ViT against best CNN) and every ViT/CNN pair; unit names what the sizes count."""
     vits = [f for f in points if kinds.get(f) == "vit"]
     cnns = [f for f in points if kinds.get(f) == "cnn"]
-    pairs = [crossover(v, {p.train_size: p.mean for p in points[v]}, c, {p.train_size: p.mean for p in points[c]})
+    pairs = [crossover(v, {p.train_size: p.mean for p in points[v]}, c, {p.train_size: p.mean for p in points[c]}, unit)
              for v in vits for c in cnns]
     if not vits or not cnns:
         return None, pairs
-    headline = crossover(f"ViT (best of {', '.join(vits)})", envelope(points, vits), f"ResNet (best of {', '.join(cnns)})", envelope(points, cnns))
+    headline = crossover(f"ViT (best of {', '.join(vits)})", envelope(points, vits), f"ResNet (best of {', '.join(cnns)})",
+                         envelope(points, cnns), unit)
     return headline, pairs
+
+
+def size_label(records: list[RunRecord]) -> str:
+    """What the size axis counts: training images, or pretraining images when the runs are transfers."""
+    transfers = [r.is_transfer for r in records]
+    if transfers and all(transfers):
+        return "pretraining images"
+    return "training images (pretraining images for transfer runs)" if any(transfers) else "training images"
 
 
 def main_dataset(records: list[RunRecord]) -> str | None:
@@ -274,7 +338,7 @@ def plot_accuracy_vs_data(points: dict[str, list[Point]], metric: str, title: st
         axis.plot(sizes, [p.mean for p in pts], "o-", color=color, label=family)
         axis.fill_between(sizes, [p.low for p in pts], [p.high for p in pts], color=color, alpha=0.15, linewidth=0)
         runs = [r for r in records or [] if r.family == family and metric in r.metrics]
-        axis.scatter([r.train_size for r in runs], [r.metrics[metric] for r in runs], s=10, color=color, alpha=0.5)
+        axis.scatter([r.axis_size for r in runs], [r.metrics[metric] for r in runs], s=10, color=color, alpha=0.5)
     _chance(axis, records or [])
     if headline is not None and headline.size:
         axis.axvline(headline.size, color="grey", linestyle=":", label=f"ViT overtakes ResNet (~{headline.size:,.0f})")
@@ -282,7 +346,7 @@ def plot_accuracy_vs_data(points: dict[str, list[Point]], metric: str, title: st
     axis.set_xscale("log")
     axis.set_xticks(all_sizes, [f"{s:,}" for s in all_sizes])
     axis.minorticks_off()
-    axis.set_xlabel("training images (log scale)")
+    axis.set_xlabel(f"{size_label(records or [])} (log scale)")
     axis.set_ylabel(f"{metric} (mean over seeds; band: min-max)")
     axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
@@ -308,7 +372,8 @@ def plot_accuracy_vs_compute(points: dict[str, list[Point]], records: list[RunRe
     from matplotlib.ticker import NullFormatter
 
     axis.xaxis.set_minor_formatter(NullFormatter())
-    axis.set_xlabel("training compute, FLOPs (forward + backward, counted on the meta device)")
+    transfer = " incl. pretraining" if any(r.is_transfer for r in records) else ""
+    axis.set_xlabel(f"training compute{transfer}, FLOPs (forward + backward, counted on the meta device)")
     axis.set_ylabel(metric)
     axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3, which="both")
@@ -338,8 +403,9 @@ def markdown(title: str, source: str, metric: str, records: list[RunRecord], poi
              f"deviation over seeds (number of runs in parentheses).{total}"]
     if command:
         lines += ["", "Reproduce:", "", "```", command, "```"]
-    lines += ["", f"## {metric} against training-set size", "",
-              "| training images | " + " | ".join(families) + " |", "|---:|" + "---:|" * len(families)]
+    label = size_label(records)
+    lines += ["", f"## {metric} against {'pretraining' if label == 'pretraining images' else 'training'}-set size", "",
+              f"| {label} | " + " | ".join(families) + " |", "|---:|" + "---:|" * len(families)]
     for size in sizes:
         lines.append(f"| {size:,} | " + " | ".join(_cell(lookup.get((f, size))) for f in families) + " |")
     lines += ["", "## Where ViT overtakes ResNet", ""]
@@ -347,7 +413,8 @@ def markdown(title: str, source: str, metric: str, records: list[RunRecord], poi
     lines += [f"- {pair.text}" for pair in pairs]
     lines += ["", "## Training compute", "",
               "FLOPs of one training step per image (forward + loss + backward; torch.utils.flop_counter on the meta device, "
-              "math attention path) times the images each run trained on.", "",
+              "math attention path) times the images each run trained on"
+              + ("; for transfer runs plus the same count for their pretraining run." if any(r.is_transfer for r in records) else "."), "",
               "| family | parameters | train FLOPs / image | " + " | ".join(f"{s:,} images: FLOPs" for s in sizes) + " |",
               "|---|---:|---:|" + "---:|" * len(sizes)]
     for family in families:
@@ -357,13 +424,14 @@ def markdown(title: str, source: str, metric: str, records: list[RunRecord], poi
         cells = [f"{lookup[(family, s)].flops:.3g}" if (family, s) in lookup and lookup[(family, s)].flops else "-" for s in sizes]
         lines.append(f"| {family} | {params} | {per_image} | " + " | ".join(cells) + " |")
     lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in plots.items()]
-    lines += ["", "## Runs", "", f"| run | family | training images | seed | {metric} | train FLOPs | wall time (s) |",
-              "|---|---|---:|---:|---:|---:|---:|"]
-    for r in sorted(records, key=lambda r: (r.family, r.train_size or 0, r.seed or 0)):
+    lines += ["", "## Runs", "", f"| run | family | training images | pretraining images | seed | {metric} | train FLOPs | wall time (s) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(records, key=lambda r: (r.family, r.axis_size or 0, r.seed or 0)):
         flops = f"{r.train_flops:.3g}" if r.train_flops else "-"
         value = f"{r.metrics[metric]:.4f}" if metric in r.metrics else "-"
         wall = f"{r.wall_time_s:.0f}" if r.wall_time_s else "-"
-        lines.append(f"| {Path(r.run_dir).name} | {r.family} | {r.train_size} | {r.seed} | {value} | {flops} | {wall} |")
+        pretrain = r.pretrain_size if r.is_transfer else "-"
+        lines.append(f"| {Path(r.run_dir).name} | {r.family} | {r.train_size} | {pretrain} | {r.seed} | {value} | {flops} | {wall} |")
     if others:
         lines += ["", "Runs on other datasets (not plotted): " + ", ".join(f"{r.experiment} ({r.dataset})" for r in others)]
     if skipped:
