@@ -118,3 +118,6 @@ def test_transfer_runs_are_plotted_against_the_pretraining_size(tmp_path: Path, 
     pretrain_flops = run["flops_per_image"] * 1000 * 2  # the pretraining run: 2 epochs of 1,000 images, same backbone
     assert run["pretrain_flops"] == pytest.approx(pretrain_flops)
     assert run["train_flops"] == pytest.approx(run["flops_per_image"] * 500 * 2 + pretrain_flops)  # its own + its pretraining
+    probe = next(r for r in report["runs"] if r["family"] == probed and r["pretrain_size"] == 1000)
+    # a frozen backbone gets no backward pass: forward + the head's gradients, well under the fine-tune's step
+    assert 0.3 * run["flops_per_image"] < probe["flops_per_image"] < 0.5 * run["flops_per_image"]

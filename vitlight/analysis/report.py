@@ -89,8 +89,11 @@ def family_of(model_name: str | None, model_kwargs: dict[str, Any] | None) -> tu
 
 
 @functools.cache
-def flops_per_image(model_name: str, kwargs_json: str, cifar_stem: bool, image_size: int, num_classes: int, channels: int) -> int:
-    """Training-step FLOPs of one image through the run's backbone (built as vitlight builds it)."""
+def flops_per_image(model_name: str, kwargs_json: str, cifar_stem: bool, image_size: int, num_classes: int, channels: int,
+                    frozen: bool = False) -> int:
+    """Training-step FLOPs of one image through the run's backbone (built as vitlight builds it).
+
+    A frozen backbone (linear probe) gets no backward pass: only its head's gradients are counted."""
     from vitlight.analysis.flops import count_training_flops
     from vitlight.tasks.backbones import apply_cifar_stem, create_backbone
 
@@ -98,6 +101,9 @@ def flops_per_image(model_name: str, kwargs_json: str, cifar_stem: bool, image_s
         model = create_backbone(model_name, num_classes, image_size, channels, json.loads(kwargs_json))
         if cifar_stem:
             apply_cifar_stem(model, channels)
+        if frozen:
+            model.requires_grad_(False)
+            model.get_classifier().requires_grad_(True)
         return model
 
     return count_training_flops(build, (1, channels, image_size, image_size)).train_step
@@ -176,7 +182,8 @@ def record_from(summary: dict[str, Any], config: dict[str, Any], run_dir: str, f
     if record.model_name and kind != "other" and record.image_size and record.num_classes:
         try:
             record.flops_per_image = flops_per_image(record.model_name, json.dumps(record.model_kwargs, sort_keys=True),
-                                                     record.cifar_stem, int(record.image_size), int(record.num_classes), record.channels)
+                                                     record.cifar_stem, int(record.image_size), int(record.num_classes), record.channels,
+                                                     frozen)
         except Exception:  # a model the counter cannot build on the meta device: no compute axis for it
             record.flops_per_image = None
     if pretrained is not None:
@@ -412,8 +419,8 @@ def markdown(title: str, source: str, metric: str, records: list[RunRecord], poi
     lines += [f"**{headline.text}.**" if headline else "No ViT and CNN families to compare.", ""]
     lines += [f"- {pair.text}" for pair in pairs]
     lines += ["", "## Training compute", "",
-              "FLOPs of one training step per image (forward + loss + backward; torch.utils.flop_counter on the meta device, "
-              "math attention path) times the images each run trained on"
+              "FLOPs of one training step per image (forward + loss + backward, and for a frozen backbone only the head's "
+              "backward; torch.utils.flop_counter on the meta device, math attention path) times the images each run trained on"
               + ("; for transfer runs plus the same count for their pretraining run." if any(r.is_transfer for r in records) else "."), "",
               "| family | parameters | train FLOPs / image | " + " | ".join(f"{s:,} images: FLOPs" for s in sizes) + " |",
               "|---|---:|---:|" + "---:|" * len(sizes)]
