@@ -293,12 +293,15 @@ def crossovers(points: dict[str, list[Point]], kinds: dict[str, str], unit: str 
     return headline, pairs
 
 
+def size_unit(records: list[RunRecord]) -> str:
+    """What the sizes count: pretraining images when every run is a transfer run, else training images."""
+    return "pretraining images" if records and all(r.is_transfer for r in records) else "training images"
+
+
 def size_label(records: list[RunRecord]) -> str:
-    """What the size axis counts: training images, or pretraining images when the runs are transfers."""
-    transfers = [r.is_transfer for r in records]
-    if transfers and all(transfers):
-        return "pretraining images"
-    return "training images (pretraining images for transfer runs)" if any(transfers) else "training images"
+    """The size axis's label; a mix of transfer and plain runs says which count is which."""
+    mixed = size_unit(records) == "training images" and any(r.is_transfer for r in records)
+    return "training images (pretraining images for transfer runs)" if mixed else size_unit(records)
 
 
 def main_dataset(records: list[RunRecord]) -> str | None:

@@ -120,8 +120,7 @@ def main(argv: list[str]) -> int:
     title = args.title or f"{source.name if source.exists() else args.source}: {args.metric} on {dataset}"
     points = rp.aggregate(records, args.metric)
     kinds = {r.family: r.kind for r in records}
-    unit = "pretraining images" if all(r.is_transfer for r in records) else "training images"
-    headline, pairs = rp.crossovers(points, kinds, unit)
+    headline, pairs = rp.crossovers(points, kinds, rp.size_unit(records))
     files = {
         "accuracy_vs_train_size": rp.plot_accuracy_vs_data(points, args.metric, title, out / DATA_PLOT, headline, records),
         "accuracy_vs_compute": rp.plot_accuracy_vs_compute(points, records, args.metric, title, out / COMPUTE_PLOT),
