@@ -25,6 +25,7 @@ from vitlight.checkpoints import ConfigInCheckpoint
 from vitlight.cli_errors import format_parse_error
 from vitlight.errors import ConfigError, VitlightError
 from vitlight.logging_wandb import apply_wandb_mode, redact_secrets
+from vitlight.precision import apply_matmul_precision, resolve_precision, will_use_cuda
 from vitlight.reliability import AtomicCheckpointIO, NonFiniteLossGuard, PreemptionCheckpoint, RandomStates, StepCheckpoint
 from vitlight.runs import (
     SUMMARY_FILE, BestValidationMetrics, RunFolder, git_commit, hardware, latest_run, new_run_id, read_summary,
@@ -166,6 +167,10 @@ class VitlightCLI(LightningCLI):
         self.run_folder = RunFolder(runs_dir, experiment, run_id, wandb_id)
         self.run_folder.check_writable()
         config.experiment = experiment
+        trainer = config.trainer
+        trainer.precision = resolve_precision(trainer.get("precision"), trainer.get("accelerator", "auto"))
+        self.summary["precision"] = trainer.precision
+        self.summary["float32_matmul_precision"] = apply_matmul_precision(trainer.get("accelerator", "auto"))
         _scrub_api_key(config)  # nothing built from the config (W&B notes, tags, ...) may carry the key
         self._point_trainer_at_run_folder(config.trainer)
         mode, reason = apply_wandb_mode()
@@ -210,9 +215,26 @@ class VitlightCLI(LightningCLI):
         return resolved
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        if not self._get(self.config_init, "trainer", default={}).get("plugins"):
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if not trainer_config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        if will_use_cuda(trainer_config.get("accelerator", "auto")):
+            self._refresh_progress_bar_when_logging(trainer_config)
         return super().instantiate_trainer(**kwargs)
+
+    @staticmethod
+    def _refresh_progress_bar_when_logging(trainer_config: dict[str, Any]) -> None:
+        """The progress bar reads `train/loss` with `.item()` each refresh, a device sync: on CUDA it
+        refreshes when a log is due, not every step (unless the config brings its own bar)."""
+        from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+        if trainer_config.get("enable_progress_bar") is False:
+            return
+        callbacks = trainer_config.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if not any(isinstance(callback, ProgressBar) for callback in callbacks):
+            every = int(trainer_config.get("log_every_n_steps") or 50)
+            trainer_config["callbacks"] = [*callbacks, TQDMProgressBar(refresh_rate=every)]
 
     def _reliability_callbacks(self) -> list:
         checkpoints = str(self.run_folder.checkpoints)
@@ -278,6 +300,9 @@ class VitlightCLI(LightningCLI):
             "git_commit": git_commit(),
             "packages": package_versions(),
             "hardware": hardware(),
+            "precision": self.summary.get("precision"),
+            "float32_matmul_precision": self.summary.get("float32_matmul_precision"),
+            "world_size": self.trainer.world_size,
             "wall_time_s": self.summary.get("wall_time_s"),
             "train_size": data.get("train_size"),
             "data": data,
