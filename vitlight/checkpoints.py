@@ -77,7 +77,9 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> t
     module = module_class(**hparams)
     if hasattr(module, "on_load_checkpoint"):
         module.on_load_checkpoint(checkpoint)
-    missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    from vitlight.tasks.weights import without_compile_wrapper
+
+    missing, unexpected = module.load_state_dict(without_compile_wrapper(checkpoint["state_dict"]), strict=False)
     if unexpected or missing:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit {module_class.__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return module.to(map_location).eval(), config

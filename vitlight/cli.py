@@ -372,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     # force: a fresh handler on the current stderr each call (tests run main() many times)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     warnings.filterwarnings("ignore", message=".*set_vital.*")  # torchdata's own deprecation noise
+    # vitlight's tasks finish batches in on_after_batch_transfer on purpose (the data module's batch stage)
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule`.*")
     extra = _extra_commands()
     command = argv[0] if argv else None
     if command and not command.startswith("-") and command not in LIGHTNING_COMMANDS and command not in extra:

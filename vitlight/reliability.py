@@ -18,6 +18,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
 from vitlight.errors import CheckpointError, VitlightError
+from vitlight.syncs import log_due
 
 log = logging.getLogger(__name__)
 
@@ -61,29 +62,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RandomStates(Callback):
-    """Saves and restores every random generator (python, numpy, torch CPU and CUDA) in plain
-    tensors and ints, so that `torch.load(weights_only=True)` reads them and a resumed run
-    draws the same random numbers as an uninterrupted one."""
+    """Saves and restores every random generator (python, numpy, torch CPU and CUDA) of every rank
+    in plain tensors and ints, so that `torch.load(weights_only=True)` reads them and a resumed run
+    draws the same random numbers as an uninterrupted one.
 
-    def state_dict(self) -> dict[str, Any]:
-        version, keys, position, has_gauss, gauss = np.random.get_state()
-        python_version, python_state, python_gauss = random.getstate()
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "numpy_position": int(position),
-            "numpy_has_gauss": int(has_gauss),
-            "numpy_gauss": float(gauss),
-            "python_version": int(python_version),
-            "python_state": torch.tensor(python_state, dtype=torch.int64),
-            "python_gauss": python_gauss,
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+    Under several processes each rank first seeds its generators with the run's seed plus its rank
+    (Lightning seeds every rank alike, so all would draw the same dropout and mixup), and a
+    checkpoint holds the state of each rank, gathered when it is written.
+    """
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
+        self._rank, self._world = 0, 1
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._rank, self._world = trainer.global_rank, trainer.world_size
+        if stage == "fit" and self._world > 1:
+            # not seed_everything: it would also change PL_GLOBAL_SEED, which seeds the distributed
+            # sampler, and every rank must shuffle alike to draw disjoint shards
+            _seed_generators(int(os.environ.get("PL_GLOBAL_SEED", "0")) + self._rank)
+
+    def state_dict(self) -> dict[str, Any]:
+        mine = _generator_states()
+        if self._world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * self._world
+            torch.distributed.all_gather_object(gathered, mine)  # a collective: every rank writes a checkpoint
+            return {"ranks": gathered}
+        return {"ranks": [mine]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # applied at train start: creating the resumed loader's iterator draws from the global
@@ -91,19 +96,51 @@ class RandomStates(Callback):
         self._pending = state
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._pending is not None:
-            self._restore(self._pending)
-            self._pending = None
+        if self._pending is None:
+            return
+        ranks = self._pending.get("ranks", [self._pending])  # checkpoints before per-rank states held one
+        self._pending = None
+        if len(ranks) == trainer.world_size:
+            _restore_generators(ranks[trainer.global_rank])
+            return
+        log.warning("the checkpoint holds random states of %d process(es) but this run has %d: each rank is "
+                    "seeded afresh (training goes on, without bit-exact random draws)", len(ranks), trainer.world_size)
+        _seed_generators(int(os.environ.get("PL_GLOBAL_SEED", "0")) + 1_000_003 * (trainer.global_rank + 1) + trainer.global_step)
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        torch.set_rng_state(state["torch"])
-        np.random.set_state((
-            "MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_position"],
-            state["numpy_has_gauss"], state["numpy_gauss"],
-        ))
-        random.setstate((state["python_version"], tuple(int(v) for v in state["python_state"]), state["python_gauss"]))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+
+def _seed_generators(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also every CUDA device's generator
+
+
+def _generator_states() -> dict[str, Any]:
+    version, keys, position, has_gauss, gauss = np.random.get_state()
+    python_version, python_state, python_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_position": int(position),
+        "numpy_has_gauss": int(has_gauss),
+        "numpy_gauss": float(gauss),
+        "python_version": int(python_version),
+        "python_state": torch.tensor(python_state, dtype=torch.int64),
+        "python_gauss": python_gauss,
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_generators(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state((
+        "MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_position"],
+        state["numpy_has_gauss"], state["numpy_gauss"],
+    ))
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python_state"]), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class StepCheckpoint(Callback):
@@ -141,15 +178,49 @@ class PreemptionCheckpoint(Callback):
 
 
 class NonFiniteLossGuard(Callback):
-    """Stops training at the first NaN or infinite training loss, before any checkpoint of the
-    damaged weights is written; the last good checkpoint stays in place."""
+    """Stops training after a NaN or infinite training loss, before any checkpoint of the damaged
+    weights is written; the last good checkpoint stays in place.
+
+    Reading the loss back every step would make the host wait for the device each step, so the
+    step only records, on the device, the first step whose loss was not finite; the record is read
+    when the logs are written (every `log_every_n_steps`), before every checkpoint is saved (by any
+    callback), and when training ends.
+    """
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
+        self._first_bad_step: torch.Tensor | None = None  # () int64 on the device, -1 while all losses are finite
+        self._first_bad_loss: torch.Tensor | None = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_index: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
-            last = self.dirpath / LAST_CHECKPOINT
-            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been written yet"
-            raise TrainingError(f"non-finite train/loss ({loss.item()}) at step {trainer.global_step}; training stopped, {kept}")
+        if not isinstance(loss, torch.Tensor):
+            return
+        loss = loss.detach().float()
+        if self._first_bad_step is None or self._first_bad_step.device != loss.device:
+            self._first_bad_step = torch.full((), -1, dtype=torch.int64, device=loss.device)
+            self._first_bad_loss = torch.zeros((), device=loss.device)
+        first = (self._first_bad_step < 0) & ~torch.isfinite(loss).all()
+        self._first_bad_step = torch.where(first, trainer.global_step, self._first_bad_step)
+        self._first_bad_loss = torch.where(first, loss.reshape(-1)[0], self._first_bad_loss)
+        if log_due(trainer):
+            self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self.check(trainer)  # raising here stops the save before anything is written
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raises TrainingError if any rank has seen a non-finite loss (reads the device: call rarely)."""
+        if self._first_bad_step is None:
+            return
+        step = int(self._first_bad_step)
+        seen = trainer.strategy.reduce_boolean_decision(step >= 0, all=False) if trainer.world_size > 1 else step >= 0
+        if not seen:
+            return
+        last = self.dirpath / LAST_CHECKPOINT
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been written yet"
+        where = f"({float(self._first_bad_loss)}) at step {step}" if step >= 0 else "on another rank"
+        raise TrainingError(f"non-finite train/loss {where}; training stopped, {kept}")

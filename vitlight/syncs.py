@@ -123,3 +123,10 @@ class HostSyncCounter(TorchFunctionMode):
                 if caller is not None:
                     self.events.append((kind, caller))
         return func(*args, **kwargs)
+
+
+def log_due(trainer) -> bool:
+    """Whether the training step now ending writes its logs (every `log_every_n_steps`): the
+    steps on which reading a value back from the device is allowed."""
+    connector = getattr(trainer, "_logger_connector", None)
+    return bool(getattr(connector, "should_update_logs", True))

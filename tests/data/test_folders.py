@@ -29,7 +29,7 @@ def test_named_module_reads_image_folder(tmp_path: Path, suffix: str) -> None:
     # folders are labelled by CIFAR-10's canonical order, not alphabetically: bird is 2
     assert set(np.unique(train.labels)) == {0, 1, 2}
     images, labels = next(iter(module.train_dataloader()))
-    assert images.shape == (len(labels), 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.int64
+    assert images.shape == (len(labels), 3, 32, 32) and images.dtype == torch.uint8 and labels.dtype == torch.int64  # uint8: normalized on the device
     # pixels stayed with their labels (folder "airplane" holds value 20*1+10, since image_folder wrote it as label 1)
     written = {"bird": 0, "airplane": 1, "automobile": 2}
     expected = {CIFAR10_FIRST.index(name): label_value(value) for name, value in written.items()}

@@ -78,8 +78,9 @@ def test_loaders_with_two_workers_keep_pixels_with_labels(tmp_path: Path) -> Non
         seen = 0
         for loader in (module.train_dataloader(), module.val_dataloader(), module.test_dataloader()):
             for images, labels in loader:
-                assert images.dtype == torch.float32 and images.shape[1:] == (3, 8, 8)
-                expected = torch.tensor([label_value(label) / 255 for label in labels])
-                assert torch.allclose(images.mean(dim=(1, 2, 3)), expected, atol=1e-5)
+                assert images.dtype == torch.uint8 and images.shape[1:] == (3, 8, 8)
+                expected = torch.tensor([float(label_value(label)) for label in labels])
+                assert torch.allclose(images.float().mean(dim=(1, 2, 3)), expected, atol=1e-3)
                 seen += len(labels)
-        assert seen == 36
+        train = len(module.splits["train"])
+        assert seen == 36 - train % 5  # training drops its last short batch

@@ -1,4 +1,5 @@
-"""Transforms: deterministic eval, per-image random train augmentation, channels and normalization."""
+"""Transforms: deterministic eval, per-image random train augmentation (workers and device), channels,
+normalization on the device, random erasing."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vitlight.data.device import DeviceFinish
 from vitlight.data.transforms import Pipeline, TransformSettings, match_channels, random_crop_batch, random_flip_batch
 from vitlight.errors import ConfigError
 
@@ -19,14 +21,19 @@ def _batch(size: int = 12, count: int = 8) -> torch.Tensor:
 
 
 def test_eval_is_deterministic_resize_and_normalize() -> None:
-    pipeline = Pipeline(_settings(random_resized_crop=True, horizontal_flip=True, random_crop_padding=4), train=False)
+    settings = _settings(random_resized_crop=True, horizontal_flip=True, random_crop_padding=4, random_erasing=1.0)
+    pipeline, finish = Pipeline(settings, train=False), DeviceFinish(settings, train=False)
     images = _batch()
-    first = pipeline.batch_stage(pipeline.sample_stage(images))
-    second = pipeline.batch_stage(pipeline.sample_stage(list(images)))
+    served = pipeline.sample_stage(images)
+    assert served.shape == (8, 3, 16, 16) and served.dtype == torch.uint8  # the workers hand over uint8
+    first = finish(served)
+    second = finish(pipeline.sample_stage(list(images)))
     assert first.shape == (8, 3, 16, 16) and first.dtype == torch.float32
     assert torch.equal(first, second)
-    flat = torch.full((3, 16, 16), 255, dtype=torch.uint8)
-    assert torch.allclose(pipeline(flat), torch.full((3, 16, 16), 2.0))  # (1 - 0.5) / 0.25
+    flat = torch.full((1, 3, 16, 16), 255, dtype=torch.uint8)
+    assert torch.allclose(finish(flat), torch.full((1, 3, 16, 16), 2.0))  # (1 - 0.5) / 0.25
+    zero = torch.zeros((1, 3, 16, 16), dtype=torch.uint8)
+    assert torch.allclose(finish.normalize(zero), torch.full((1, 3, 16, 16), -2.0))
 
 
 def test_stored_size_is_served_without_resizing() -> None:
@@ -38,9 +45,9 @@ def test_stored_size_is_served_without_resizing() -> None:
 def test_train_augmentations_draw_per_image() -> None:
     torch.manual_seed(0)
     same = _batch(16, 1).expand(64, -1, -1, -1).contiguous()
-    pipeline = Pipeline(_settings(random_crop_padding=4, horizontal_flip=True), train=True)
-    out = pipeline.batch_stage(pipeline.sample_stage(same))
-    assert out.shape == (64, 3, 16, 16)
+    settings = _settings(random_crop_padding=4, horizontal_flip=True)
+    out = DeviceFinish(settings, train=True).augment(Pipeline(settings, train=True).sample_stage(same))
+    assert out.shape == (64, 3, 16, 16) and out.dtype == torch.uint8
     assert len({tuple(image.flatten()[:40].tolist()) for image in out}) > 10
     crop = Pipeline(_settings(random_resized_crop=True, crop_scale_min=0.2), train=True)
     assert crop.sample_stage(same).shape == (64, 3, 16, 16)
@@ -71,9 +78,23 @@ def test_channels() -> None:
 
 def test_randaugment() -> None:
     pipeline = Pipeline(_settings(randaugment="rand-m9-mstd0.5"), train=True)
-    out = pipeline.batch_stage(pipeline.sample_stage(_batch(16, 3)))
-    assert out.shape == (3, 3, 16, 16) and torch.isfinite(out).all()
+    out = pipeline.sample_stage(_batch(16, 3))
+    assert out.shape == (3, 3, 16, 16) and out.dtype == torch.uint8
     with pytest.raises(ConfigError, match="not a timm RandAugment string"):
         Pipeline(_settings(randaugment="bogus"), train=True)
     with pytest.raises(ConfigError, match="needs 3-channel"):
         Pipeline(_settings(randaugment="rand-m9", channels=1, mean=(0.5,), std=(0.5,)), train=True)
+
+
+def test_random_erasing_on_normalized_training_batches_only() -> None:
+    torch.manual_seed(0)
+    settings = _settings(random_erasing=1.0)
+    images = torch.full((4, 3, 16, 16), 128, dtype=torch.uint8)
+    clean = DeviceFinish(settings, train=False)(images)
+    erased = DeviceFinish(settings, train=True)(images)
+    assert torch.equal(clean, DeviceFinish(settings, train=False).normalize(images))
+    changed = (erased != clean).flatten(1).any(dim=1)
+    assert changed.all()  # probability 1: every image has an erased box
+    assert (erased == clean).flatten(1).any(dim=1).all()  # ... and keeps the rest
+    untouched = DeviceFinish(_settings(random_erasing=0.0), train=True)(images)
+    assert torch.equal(untouched, clean)

@@ -12,11 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from vitlight.data.quickstart import EmbeddedDigits
-from vitlight.data.transforms import Pipeline, TransformSettings
 from vitlight.errors import CheckpointError, ConfigError
 from vitlight.models.palette import Palette
 from vitlight.tasks.pixel_pretrain import PALETTE_KEY, PixelPretrainer
-from vitlight.tasks.pixels import Tokenizer, bits_per_dim, build_palette, data_palette, to_uint8
+from vitlight.tasks.pixels import Tokenizer, bits_per_dim, build_palette, data_palette
 
 
 @pytest.fixture(autouse=True)
@@ -36,13 +35,26 @@ def tiny(**overrides) -> PixelPretrainer:
     return model
 
 
-def test_to_uint8_undoes_the_data_normalization_exactly():
-    settings = TransformSettings(image_size=8, channels=3, mean=(0.4914, 0.4822, 0.4465), std=(0.247, 0.2435, 0.2616))
-    pixels = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
-    normalized = Pipeline(settings, train=False).batch_stage(pixels)
-    back = to_uint8(normalized, torch.tensor(settings.mean), torch.tensor(settings.std))
-    assert back.shape == (5, 8, 8, 3)
-    assert torch.equal(back, pixels.permute(0, 2, 3, 1))
+def test_complete_and_filling_tables_give_the_palettes_own_tokens():
+    pixels = torch.randint(0, 256, (3, 5, 5, 3), dtype=torch.uint8)
+    palette = Palette.fit_kmeans(pixels.reshape(-1, 3), k=6, seed=0)
+    filling = Tokenizer(palette)
+    complete = Tokenizer(palette)
+    complete._new_table = functools.partial(_complete_table, complete)  # as on a GPU
+    expected = palette.quantize(pixels)
+    assert torch.equal(filling(pixels), expected) and not filling.complete
+    assert torch.equal(complete(pixels), expected) and complete.complete
+    grey = Tokenizer(Palette.grey(8))
+    grey_pixels = torch.randint(0, 256, (2, 4, 4, 1), dtype=torch.uint8)
+    assert torch.equal(grey(grey_pixels), Palette.grey(8).quantize(grey_pixels)) and grey.complete
+
+
+def _complete_table(tokenizer: Tokenizer, channels: int, device: torch.device) -> None:
+    """Tokenizer._new_table as it runs on a GPU: every colour quantized up front."""
+    codes = torch.arange(256**channels, device=device)
+    colours = torch.stack([(codes // 256 ** (channels - 1 - i)) % 256 for i in range(channels)], dim=1)
+    tokenizer.table = tokenizer.palette.quantize(colours.to(torch.uint8).view(1, -1, 1, channels)).view(-1).to(torch.int16)
+    tokenizer.complete = True
 
 
 def test_bits_per_dim_is_nats_per_token_over_ln2():

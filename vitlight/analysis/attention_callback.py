@@ -103,7 +103,7 @@ class AttentionRolloutLogger(Callback):
         self.num_images = num_images
         self.head_fusion = head_fusion
         self.disabled = False
-        self._images: Tensor | None = None  # (N, C, H, W) normalized, on the CPU
+        self._images: Tensor | None = None  # (N, C, H, W) as the dataset serves them (uint8), on the CPU
         self._labels: list[int] = []
 
     # ----- which images --------------------------------------------------------------
@@ -154,7 +154,11 @@ class AttentionRolloutLogger(Callback):
             return
         model = rollout_backbone(pl_module)
         parameter = next(model.parameters(), None)
-        images = self._images.to(
+        images = self._images
+        finish = getattr(trainer.datamodule, "device_finish", None)
+        if images.dtype == torch.uint8:  # the model's input: the data module's eval normalization
+            images = finish(False).normalize(images) if finish is not None else images.float() / 255.0
+        images = images.to(
             device=parameter.device if parameter is not None else pl_module.device,
             dtype=parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import zlib
 import warnings
@@ -23,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vitlight.data.decode import DataWarning, decode_image, describe
+from vitlight.data.device import DeviceFinish
 from vitlight.data.subsets import carve_validation, nested_balanced_subset, resolve_train_size
 from vitlight.data.transforms import Pipeline, TransformSettings, match_channels
 from vitlight.errors import DataError
@@ -68,7 +70,8 @@ class SplitData:
 
 
 class SplitDataset(Dataset):
-    """Serves (normalized float image (C, S, S), label) from a SplitData.
+    """Serves (uint8 image (C, S, S), label) from a SplitData; the device finishes the batch
+    (vitlight.data.device: flips, crops, normalization) after the transfer.
 
     The DataLoader asks for whole batches (`__getitems__`): decoded splits are then read with
     one indexing operation and transformed as one tensor; files are decoded one by one.
@@ -108,11 +111,21 @@ class SplitDataset(Dataset):
             images = self.pipeline.sample_stage(match_channels(batch, self.channels))
         else:
             images = self.pipeline.sample_stage([self._decoded(int(i)) for i in indices])
-        images = self.pipeline.batch_stage(images)
         return [(image, int(label)) for image, label in zip(images, self.data.labels[indices])]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.__getitems__([index])[0]
+
+
+def default_num_workers(cap: int = 8) -> int:
+    """Loader workers per training process: the CPUs this process may use, less one for the
+    training process itself, shared between the processes of this node, between 1 and `cap`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(cap, cpus // max(local_processes, 1) - 1))
 
 
 @contextlib.contextmanager
@@ -152,7 +165,7 @@ class ImageDataModule(L.LightningDataModule):
         channels: int | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         train_size: float | None = None,
         val_fraction: float = 0.02,
         seed: int = 0,
@@ -161,6 +174,7 @@ class ImageDataModule(L.LightningDataModule):
         random_crop_padding: int = 0,
         horizontal_flip: bool = False,
         randaugment: str | None = None,
+        random_erasing: float = 0.0,
     ) -> None:
         """
         Args:
@@ -170,7 +184,8 @@ class ImageDataModule(L.LightningDataModule):
             channels: 3 (RGB) or 1 (grey); grey data is repeated to 3 channels when 3 are asked.
             batch_size: training batch size.
             eval_batch_size: validation/test batch size (default: batch_size).
-            num_workers: loader worker processes.
+            num_workers: loader worker processes per training process; None: from the CPUs this
+                process may use, shared between the local ranks, at most 8 (see default_num_workers).
             train_size: a count (> 1) or a fraction (<= 1) of the training pool; the subset is
                 class-balanced and nested: for one seed a smaller subset lies inside a larger one.
             val_fraction: share of train carved out as validation when the dataset has no
@@ -181,12 +196,18 @@ class ImageDataModule(L.LightningDataModule):
             random_crop_padding: train-time pad-and-crop (CIFAR style) when > 0.
             horizontal_flip: train-time random horizontal flip.
             randaugment: timm RandAugment string such as "rand-m9-mstd0.5", or None.
+            random_erasing: probability of timm's RandomErasing (per-pixel noise) on each training
+                image, applied to the normalized batch on the device (DeiT: 0.25).
         """
         super().__init__()
         if channels is not None and channels not in (1, 3):
             raise DataError(f"data.channels must be 1 or 3, got {channels}")
         if not 0.0 <= val_fraction < 1.0:
             raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if not 0.0 <= random_erasing <= 1.0:
+            raise DataError(f"data.random_erasing must be a probability in [0, 1], got {random_erasing}")
+        if num_workers is not None and num_workers < 0:
+            raise DataError(f"data.num_workers must be >= 0 (0: load in the training process), got {num_workers}")
         if image_size is not None and image_size < 4:
             raise DataError(f"data.image_size must be at least 4 pixels, got {image_size}")
         self.data_dir = data_dir
@@ -194,7 +215,7 @@ class ImageDataModule(L.LightningDataModule):
         self.channels = int(channels or self.default_channels)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.train_size = train_size
         self.val_fraction = val_fraction
         self.seed = seed
@@ -208,7 +229,9 @@ class ImageDataModule(L.LightningDataModule):
             random_crop_padding=random_crop_padding,
             horizontal_flip=horizontal_flip,
             randaugment=randaugment,
+            random_erasing=random_erasing,
         )
+        self._device_finish: dict[bool, DeviceFinish] = {}
         self.splits: dict[str, SplitData] = {}
         self.class_counts: dict[str, int] = {}
         self.val_source: str | None = None
@@ -307,6 +330,20 @@ class ImageDataModule(L.LightningDataModule):
         use_train = split == "train" if train_transform is None else train_transform
         return SplitDataset(self.splits[split], Pipeline(self.transform_settings, train=use_train), self.channels)
 
+    def device_finish(self, train: bool) -> DeviceFinish:
+        """The batch stage that runs on the device after the transfer (train or eval transform)."""
+        if train not in self._device_finish:
+            self._device_finish[train] = DeviceFinish(self.transform_settings, train)
+        return self._device_finish[train]
+
+    def _drop_last(self, split: str, batch_size: int) -> bool:
+        """Training drops a last short batch (mixup pairs images; compiled steps keep one shape),
+        unless the split is smaller than one batch per process, which would leave no batch at all."""
+        if split != "train":
+            return False
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return len(self.splits["train"]) // max(world, 1) >= batch_size
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
         # a stateful loader records its position, so a mid-epoch checkpoint resumes mid-epoch
@@ -321,7 +358,7 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            drop_last=False,
+            drop_last=self._drop_last(split, batch_size),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -15,10 +15,12 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from vitlight.errors import ConfigError
+from vitlight.syncs import log_due
 from vitlight.tasks.backbones import apply_cifar_stem, create_backbone, is_convnet
+from vitlight.tasks.inputs import batch_stage
 from vitlight.tasks.optim import weight_decay_groups
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
-from vitlight.tasks.weights import load_backbone_weights
+from vitlight.tasks.weights import load_backbone_weights, without_compile_wrapper
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,9 @@ class ImageClassifier(L.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self.test_per_class_accuracy: dict[str, float] = {}
-        self._batch_started = 0.0
+        self._is_convnet = is_convnet(self.backbone)  # walked once: forward runs every step
+        self._window_started: float | None = None
+        self._window_images = 0
 
     # ----- construction helpers -------------------------------------------------------
     def _freeze_all_but_head(self) -> None:
@@ -124,17 +128,24 @@ class ImageClassifier(L.LightningModule):
             raise ConfigError(f"model.ema_decay must be in (0, 1), got {decay}")
         from timm.utils import ModelEmaV3
 
-        return ModelEmaV3(self.backbone, decay=decay)
+        ema = ModelEmaV3(self.backbone, decay=decay)
+        # the average is updated by hand, never by gradients: DDP must not wait for its gradients
+        ema.requires_grad_(False)
+        return ema
 
     def configure_model(self) -> None:
-        if self.hparams.compile and not isinstance(self.backbone, torch._dynamo.eval_frame.OptimizedModule):
-            self.backbone = torch.compile(self.backbone)
+        # compiled in place: the backbone stays the same module, so checkpoint keys do not change
+        if self.hparams.compile and getattr(self.backbone, "_compiled_call_impl", None) is None:
+            self.backbone.compile()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = without_compile_wrapper(checkpoint["state_dict"])
 
     @property
     def uses_channels_last(self) -> bool:
         setting = self.hparams.channels_last
         if setting is None:
-            return self.device.type == "cuda" and is_convnet(self.backbone)
+            return self.device.type == "cuda" and self._is_convnet
         return setting
 
     def on_fit_start(self) -> None:
@@ -142,6 +153,13 @@ class ImageClassifier(L.LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
 
     # ----- forward and steps ----------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 images from the loader -> augmented, normalized float32, on the device."""
+        images, labels = batch[0], batch[1]
+        if images.dtype == torch.uint8:
+            images = batch_stage(self.trainer)(images)
+        return (images, labels, *batch[2:])
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.uses_channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -192,16 +210,19 @@ class ImageClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.hparams.freeze_backbone:  # a linear probe keeps normalisation statistics frozen too
             self.backbone.eval()
-
-    def on_train_batch_start(self, batch: Any, batch_index: int) -> None:
-        self._batch_started = time.perf_counter()
+        self._window_started, self._window_images = time.perf_counter(), 0
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_index: int) -> None:
         if self.ema is not None:
             self.ema.update(self.backbone, step=self.global_step)
-        elapsed = time.perf_counter() - self._batch_started
-        if elapsed > 0:
-            self.log("train/throughput", len(batch[1]) / elapsed, on_step=True, on_epoch=False)
+        # images/s over the steps since the last log: logging a Python number copies it to the
+        # device, so it is logged only when the logs are written anyway
+        self._window_images += len(batch[1])
+        if log_due(self.trainer) and self._window_started is not None:
+            elapsed = time.perf_counter() - self._window_started
+            if elapsed > 0:
+                self.log("train/throughput", self._window_images / elapsed, on_step=True, on_epoch=False)
+            self._window_started, self._window_images = time.perf_counter(), 0
 
     def on_test_epoch_start(self) -> None:
         self.confusion.reset()

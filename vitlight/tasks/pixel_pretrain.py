@@ -1,7 +1,7 @@
 """ImageGPT pretraining (autoregressive or BERT), fine-tuning with the combined objective, and completion.
 
-Images become palette tokens inside the module: the batch's normalized floats are turned back
-into uint8 pixels with the data module's mean/std and quantized with the run's palette (fitted
+Images become palette tokens inside the module: the loader's uint8 pixels (flipped or cropped on
+the device while training, as the data module says) are quantized with the run's palette (fitted
 once per dataset, cached, and stored in every checkpoint under ``igpt_palette``).
 
 Objectives: ``autoregressive`` is next-pixel cross-entropy over all H*W positions;
@@ -30,7 +30,8 @@ from vitlight.errors import CheckpointError, ConfigError
 from vitlight.models.igpt import IGPT_PRESETS, IGPTConfig, ImageGPT
 from vitlight.models.palette import Palette
 from vitlight.tasks.optim import weight_decay_groups
-from vitlight.tasks.pixels import Tokenizer, bits_per_dim, check_palette_settings, data_palette, normalization, to_uint8
+from vitlight.tasks.inputs import batch_stage
+from vitlight.tasks.pixels import Tokenizer, bits_per_dim, channels_last, check_palette_settings, data_palette
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,6 @@ class PixelPretrainer(L.LightningModule):
         self.classifier = nn.Linear(self.model.hidden_size, num_classes) if classifier_weight > 0 else None
         self.palette: Palette | None = None
         self.tokenizer: Tokenizer | None = None
-        self.pixel_mean: Tensor | None = None
-        self.pixel_std: Tensor | None = None
         self.mean_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})  # weighted by images
         self.mean_nll = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})  # weighted by scored tokens
         if self.classifier is not None:
@@ -179,7 +178,7 @@ class PixelPretrainer(L.LightningModule):
         self.tokenizer = Tokenizer(palette)
 
     def attach_data(self, datamodule: Any, check_palette: bool | None = None) -> None:
-        """Takes the data's normalization and palette: fits (or reads the cached) palette when the
+        """Takes the data's palette: fits (or reads the cached) palette when the
         model has none yet, otherwise refuses data whose palette differs (``check_palette``)."""
         tokens = datamodule.image_size**2
         if tokens > self.model.cfg.n_positions:
@@ -188,7 +187,6 @@ class PixelPretrainer(L.LightningModule):
                 f"{self.model.cfg.n_positions} positions ({self.model.cfg.n_positions ** 0.5:g} px square); use data.image_size "
                 f"<= {int(self.model.cfg.n_positions ** 0.5)}"
             )
-        self.pixel_mean, self.pixel_std = normalization(datamodule)
         h = self.hparams
         check = h.palette_check if check_palette is None else check_palette
         if self.palette is not None and self.palette.channels != datamodule.channels:
@@ -215,17 +213,18 @@ class PixelPretrainer(L.LightningModule):
             raise ConfigError("PixelPretrainer needs a vitlight data module (it fits the palette on its pixels)")
         self.attach_data(datamodule)
 
-    def pixels(self, images: Tensor) -> Tensor:
-        """Normalized float images (B, C, H, W) -> uint8 (B, H, W, C)."""
-        if self.pixel_mean is None:
-            raise RuntimeError("attach_data(datamodule) must run before images can be tokenized")
-        return to_uint8(images, self.pixel_mean, self.pixel_std)
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The data module's flips and crops while training, on the uint8 pixels (no normalization)."""
+        images, labels = batch[0], batch[1]
+        if images.dtype == torch.uint8:
+            images = batch_stage(self.trainer).augment(images)
+        return (images, labels, *batch[2:])
 
     def tokenize(self, images: Tensor) -> Tensor:
-        """Normalized float images (B, C, H, W) -> palette tokens (B, H*W)."""
+        """uint8 images (B, C, H, W) -> palette tokens (B, H*W)."""
         if self.tokenizer is None:
             raise RuntimeError("the model has no palette yet; attach_data(datamodule) fits or loads one")
-        return self.tokenizer(self.pixels(images))
+        return self.tokenizer(channels_last(images))
 
     # ----- losses ----------------------------------------------------------------------
     def mask(self, tokens: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -236,8 +235,7 @@ class PixelPretrainer(L.LightningModule):
         """
         draw = torch.rand(tokens.shape, generator=generator, device="cpu" if generator is not None else tokens.device)
         masked = draw.to(tokens.device) < self.hparams.mask_fraction
-        if not masked.any():
-            masked[0, 0] = True
+        masked[0, 0] |= ~masked.any()  # a tensor operation: asking `if not masked.any()` would wait for the device
         inputs = tokens.masked_fill(masked, self.model.mask_token_id)
         return inputs, masked
 
@@ -256,10 +254,12 @@ class PixelPretrainer(L.LightningModule):
         logits = self.model.head(hidden)  # (B, L, V)
         if scored is None:
             nll = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
-            count = torch.tensor(tokens.numel(), device=tokens.device)
+            count = tokens.new_full((), tokens.numel())
         else:
-            nll = F.cross_entropy(logits[scored], tokens[scored])
+            # every position's loss, weighted by the mask: `logits[scored]` would wait for the device
+            per_token = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").view_as(tokens)
             count = scored.sum()
+            nll = (per_token * scored).sum() / count
         pooled = hidden.mean(dim=1) if self.classifier is not None else None
         return nll, count, pooled
 

@@ -1,11 +1,9 @@
-"""Pixels for ImageGPT: normalized batches back to uint8, palettes fitted once per dataset, fast tokens.
+"""Pixels for ImageGPT: palettes fitted once per dataset, and fast tokens from uint8 pixels.
 
-The data modules serve normalized float images; iGPT needs the uint8 pixels behind them.
-`to_uint8` undoes the normalization exactly (for untransformed images) with the data
-module's mean/std. `data_palette` fits a k-means palette on pixels sampled from a data
-module's training pool (independent of train_size), caches it under the vitlight cache
-folder and returns the cached copy on later runs. `Tokenizer` quantizes pixels through a
-memo table of colours already seen, so that after the first epoch a batch costs one lookup.
+The data modules serve uint8 images, which iGPT tokenizes as they are. `data_palette` fits a
+k-means palette on pixels sampled from a data module's training pool (independent of
+train_size), caches it under the vitlight cache folder and returns the cached copy on later
+runs. `Tokenizer` quantizes pixels through a table indexed by colour, so a batch costs one lookup.
 """
 
 from __future__ import annotations
@@ -27,20 +25,6 @@ log = logging.getLogger(__name__)
 
 PALETTE_KINDS = ("kmeans", "uniform")
 PALETTE_FOLDER = "palettes"
-
-
-def to_uint8(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """Normalized float images (B, C, H, W) -> uint8 pixels (B, H, W, C): round((x * std + mean) * 255)."""
-    mean = mean.to(images.device, torch.float32).view(1, -1, 1, 1)
-    std = std.to(images.device, torch.float32).view(1, -1, 1, 1)
-    pixels = ((images.float() * std + mean) * 255.0).round().clamp(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).contiguous()  # (B, C, H, W) -> (B, H, W, C)
-
-
-def normalization(datamodule: Any) -> tuple[Tensor, Tensor]:
-    """The (mean, std) a data module normalizes with, as float32 tensors (C,)."""
-    settings = datamodule.transform_settings
-    return torch.tensor(settings.mean, dtype=torch.float32), torch.tensor(settings.std, dtype=torch.float32)
 
 
 def build_palette(kind: str, size: int, channels: int, pixels: Tensor | None = None, seed: int = 0) -> Palette:
@@ -77,23 +61,24 @@ def check_palette_settings(kind: str, size: int, channels: int) -> None:
 
 # ----- pixels of a data module ------------------------------------------------------------
 
-def split_pixels(datamodule: Any, split: str, indices: np.ndarray | None = None, count: int | None = None) -> tuple[Tensor, Tensor]:
-    """uint8 pixels (n, S, S, C) and labels (n,) of a data module's split, as the model sees them at eval.
+def channels_last(images: Tensor) -> Tensor:
+    """uint8 (B, C, H, W) as the loaders serve them -> (B, H, W, C) as palettes take them."""
+    return images.permute(0, 2, 3, 1)
 
-    Images pass through the eval transform (resize to image_size, channel matching) and back
-    through `to_uint8`, so decoded and file-backed splits are treated alike.
-    """
+
+def split_pixels(datamodule: Any, split: str, indices: np.ndarray | None = None, count: int | None = None) -> tuple[Tensor, Tensor]:
+    """uint8 pixels (n, S, S, C) and labels (n,) of a data module's split, as the model sees them at eval
+    (the eval transform: resized to image_size, channels matched)."""
     datamodule.setup()
     dataset = datamodule.dataset(split, train_transform=False)
     if indices is None:
         # ``count`` images spread evenly over the split (splits are often sorted by class)
         total = len(dataset)
         indices = np.arange(total) if count is None or count >= total else np.linspace(0, total - 1, count).round().astype(np.int64)
-    mean, std = normalization(datamodule)
     pixels, labels = [], []
     for start in range(0, len(indices), 512):
         items = dataset.__getitems__([int(i) for i in indices[start:start + 512]])
-        pixels.append(to_uint8(torch.stack([image for image, _ in items]), mean, std))
+        pixels.append(channels_last(torch.stack([image for image, _ in items])))
         labels.append(torch.tensor([label for _, label in items], dtype=torch.long))
     if not pixels:
         raise DataError(f"the {split} split has no images")
@@ -111,11 +96,10 @@ def _pool_pixels(datamodule: Any, n_images: int, seed: int) -> Tensor:
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(pool), size=min(n_images, len(pool)), replace=False))
     dataset = SplitDataset(pool, Pipeline(datamodule.transform_settings, train=False), datamodule.channels)
-    mean, std = normalization(datamodule)
     blocks = []
     for start in range(0, len(chosen), 512):
         items = dataset.__getitems__([int(i) for i in chosen[start:start + 512]])
-        blocks.append(to_uint8(torch.stack([image for image, _ in items]), mean, std))
+        blocks.append(channels_last(torch.stack([image for image, _ in items])))
     return torch.cat(blocks)
 
 
@@ -171,36 +155,49 @@ def data_palette(
 # ----- quantization with a memo table ------------------------------------------------------
 
 class Tokenizer:
-    """uint8 pixels -> palette tokens, exact, with a table of every colour seen so far.
+    """uint8 pixels -> palette tokens, exact, through a table of 256**C entries indexed by colour.
 
-    The table has 256**C entries (16.7M int16 = 32 MiB for RGB), -1 where a colour is not yet
-    known; unknown colours of a batch are quantized once and written in. Lives on the
-    device of the pixels it last saw.
+    On a GPU, and for grey pixels anywhere, the table is complete: every colour is quantized once
+    when the tokenizer first meets the device (16.7M colours for RGB: milliseconds on a GPU), so a
+    batch is one lookup and the step never waits for the device. RGB on the CPU fills the table
+    as colours appear (quantizing 16.7M colours there takes seconds; nothing waits on a CPU).
+    The table takes 32 MiB (int16) for RGB and lives on the device of the pixels it last saw.
     """
 
     def __init__(self, palette: Palette) -> None:
         self.palette = palette
         self.table: Tensor | None = None
+        self.complete = False
+
+    def _new_table(self, channels: int, device: torch.device) -> None:
+        dtype = torch.int16 if self.palette.size <= 2**15 else torch.int32
+        self.complete = channels == 1 or device.type != "cpu"
+        if not self.complete:
+            self.table = torch.full((256**channels,), -1, dtype=dtype, device=device)
+            return
+        codes = torch.arange(256**channels, device=device)
+        colours = torch.stack([(codes // 256 ** (channels - 1 - i)) % 256 for i in range(channels)], dim=1)
+        self.table = self.palette.quantize(colours.to(torch.uint8).view(1, -1, 1, channels)).view(-1).to(dtype)
 
     def __call__(self, pixels: Tensor) -> Tensor:
         """uint8 (B, H, W, C) -> int64 tokens (B, H*W)."""
         pixels = self.palette.check_fits(pixels)
         b, h, w, c = pixels.shape
         if self.table is None or self.table.device != pixels.device:
-            dtype = torch.int16 if self.palette.size <= 2**15 else torch.int32
-            self.table = torch.full((256**c,), -1, dtype=dtype, device=pixels.device)
+            self._new_table(c, pixels.device)
         flat = pixels.reshape(-1, c).long()
         codes = flat[:, 0]
         for channel in range(1, c):
             codes = codes * 256 + flat[:, channel]  # (P,) packed colour
         tokens = self.table[codes]
-        missing = tokens < 0
-        if missing.any():
-            new = torch.unique(codes[missing])
-            colours = torch.stack([(new // 256 ** (c - 1 - i)) % 256 for i in range(c)], dim=1)
-            found = self.palette.quantize(colours.to(torch.uint8).view(1, -1, 1, c)).view(-1)
-            self.table[new] = found.to(self.table.dtype)
-            tokens = self.table[codes]
+        if not self.complete:
+            missing = tokens < 0
+            if missing.any():
+                new = torch.unique(codes[missing])
+                colours = torch.stack([(new // 256 ** (c - 1 - i)) % 256 for i in range(c)], dim=1)
+                found = self.palette.quantize(colours.to(torch.uint8).view(1, -1, 1, c)).view(-1)
+                self.table[new] = found.to(self.table.dtype)
+                tokens = self.table[codes]
         return tokens.long().view(b, h * w)
 
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitlight.errors import CheckpointError, ConfigError
+from vitlight.tasks.inputs import batch_stage
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class LayerFeatures(nn.Module):
         self.module = module
         self.pool = pool
         self.is_igpt = hasattr(module, "tokenize") and hasattr(module, "model")
+        self.normalize = None  # the data's uint8 -> float normalization (timm models), from attach_data
         if not self.is_igpt and not hasattr(module, "backbone"):
             raise ConfigError(f"cannot probe a {type(module).__name__}: expected a PixelPretrainer or an ImageClassifier checkpoint")
         if pool not in ("mean", "cls"):
@@ -79,17 +81,23 @@ class LayerFeatures(nn.Module):
         if self.is_igpt:
             self.module.attach_data(datamodule, check_palette)
             return
+        self.normalize = datamodule.device_finish(train=False).normalize
         trained = self.module.hparams.get("image_size")
         if trained is not None and int(trained) != datamodule.image_size:
             raise ConfigError(f"the {self.name} checkpoint was trained on {trained} px images but the data gives {datamodule.image_size} px; set data.image_size: {trained}")
 
     @torch.no_grad()
     def forward(self, images: Tensor, layers: list[int]) -> dict[int, Tensor]:
+        """images: uint8 (B, C, H, W) as the loaders serve them (timm models also take normalized floats)."""
         if self.is_igpt:
             tokens = self.module.tokenize(images)
             hidden = self.module.model.features(tokens, layers, normalize=True)  # {i: (B, L, C)}
             return {i: h.mean(dim=1) for i, h in hidden.items()}
         backbone = self.module.backbone
+        if images.dtype == torch.uint8:
+            if self.normalize is None:
+                raise RuntimeError("attach_data(datamodule) must run before uint8 images can be normalized")
+            images = self.normalize(images)
         kwargs = {"return_prefix_tokens": True} if self.pool == "cls" else {}
         outputs = backbone.forward_intermediates(images, indices=layers, intermediates_only=True, **kwargs)
         pooled = {}
@@ -293,6 +301,13 @@ class LinearProbe(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.features.attach_data(self.trainer.datamodule)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The data module's train-time flips and crops on the uint8 pixels; LayerFeatures normalizes."""
+        images, labels = batch[0], batch[1]
+        if images.dtype == torch.uint8:
+            images = batch_stage(self.trainer).augment(images)
+        return (images, labels, *batch[2:])
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.norm(self.features(images, [self.layer])[self.layer].float()))

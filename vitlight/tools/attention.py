@@ -150,6 +150,7 @@ def main(argv: list[str]) -> int:
     from vitlight.analysis.attention_rollout import attention_rollout
     from vitlight.analysis.overlay import overlay_heatmap
     from vitlight.checkpoints import load_module
+    from vitlight.data.device import DeviceFinish
     from vitlight.data.transforms import Pipeline
 
     args, overrides = split_data_overrides(parser(), argv)
@@ -172,15 +173,15 @@ def main(argv: list[str]) -> int:
     trained_size = getattr(module.hparams, "image_size", None) if hasattr(module, "hparams") else None
     if trained_size is not None and trained_size != settings.image_size:
         raise ConfigError(f"the image size {settings.image_size} (--data.image_size) differs from the {trained_size} the checkpoint was trained at")
-    pipeline = Pipeline(settings, train=False)
+    pipeline, finish = Pipeline(settings, train=False), DeviceFinish(settings, train=False)
 
     parameter = next(model.parameters())
     written = []
     for start in range(0, len(pairs), BATCH):
         chunk = [read_image(path, settings.channels) for path, _ in pairs[start:start + BATCH]]
-        # uint8 (H, W, C) -> (C, H, W) -> normalized float (C, S, S), stacked to (B, C, S, S)
-        batch = torch.stack([pipeline(torch.from_numpy(a).permute(2, 0, 1).contiguous()) for a in chunk])
-        batch = batch.to(device=device, dtype=parameter.dtype)
+        # uint8 (H, W, C) -> (C, H, W) -> resized (C, S, S), stacked to (B, C, S, S), normalized on the device
+        batch = torch.stack([pipeline.sample_stage(torch.from_numpy(a).permute(2, 0, 1).contiguous()[None])[0] for a in chunk])
+        batch = finish(batch.to(device)).to(dtype=parameter.dtype)
         try:
             maps = attention_rollout(model, batch, head_fusion=args.head_fusion, discard_ratio=args.discard_ratio)
         except ValueError as error:
