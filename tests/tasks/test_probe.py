@@ -50,7 +50,6 @@ def test_logistic_regression_l2_is_chosen_on_validation():
 def igpt() -> PixelPretrainer:
     model = PixelPretrainer(preset="igpt-tiny", n_layer=3, palette_size=8, image_size=4, channels=1, num_classes=2).eval()
     model.set_palette(Palette.grey(8))
-    model.pixel_mean, model.pixel_std = torch.tensor([0.5]), torch.tensor([0.5])
     return model
 
 
@@ -67,7 +66,7 @@ def test_igpt_layer_features_are_pooled_per_block():
     assert features.layer_indices("all") == [0, 1, 2]
     assert features.layer_indices("middle") == [1]
     assert features.layer_indices([-1, 0]) == [0, 2]
-    out = features(torch.rand(5, 1, 4, 4) * 2 - 1, [0, 2])
+    out = features(torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8), [0, 2])  # the uint8 pixels loaders serve
     assert set(out) == {0, 2} and out[0].shape == (5, 64)
     with pytest.raises(ConfigError, match="probe layer 3 is out of range for the 3-layer igpt-tiny"):
         features.layer_indices([3])
