@@ -3,8 +3,10 @@
 A GPU runs ahead of the Python that feeds it; anything that asks the device for a value
 (`.item()`, `if tensor:`, `.tolist()`, boolean indexing, `torch.unique`, ...) or copies a
 host tensor to the device makes the host wait. `HostSyncCounter` records such calls made while
-it is active, and, with `only_from`, only those whose call stack passes through the named
-package's files (vitlight's own step code, not Lightning's progress bar). It works on CPU too:
+it is active, and, with `only_from`, only those that the named package's files ask for: walking
+out from the call, the first frame of that package comes before any frame of Lightning (so
+vitlight's step code counts, with the timm and torchmetrics calls it makes, and Lightning's
+progress bar and loops, which call into vitlight's hooks, do not). It works on CPU too:
 there nothing waits, but the same calls are made, so a test can count what a GPU would pay.
 """
 
@@ -44,6 +46,15 @@ _READS = {
 _INDEXING = {torch.Tensor.__getitem__: "boolean index", torch.Tensor.__setitem__: "boolean index put"}
 _MOVES = {torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.copy_}
 _CREATES = {torch.tensor, torch.as_tensor}
+_FRAMEWORKS = ("lightning", "pytorch_lightning")
+
+
+def _package_folder(name: str) -> str | None:
+    try:
+        module = sys.modules.get(name) or __import__(name)
+    except ImportError:
+        return None
+    return str(Path(module.__file__).parent) + "/"
 
 
 def _has_bool_index(index: object) -> bool:
@@ -70,9 +81,10 @@ class HostSyncCounter(TorchFunctionMode):
     def __post_init__(self) -> None:
         super().__init__()
         self._root = None
+        self._others: tuple[str, ...] = ()
         if self.only_from is not None:
-            module = sys.modules.get(self.only_from) or __import__(self.only_from)
-            self._root = str(Path(module.__file__).parent)
+            self._root = _package_folder(self.only_from)
+            self._others = tuple(folder for name in _FRAMEWORKS if (folder := _package_folder(name)) is not None)
 
     @property
     def total(self) -> int:
@@ -104,13 +116,14 @@ class HostSyncCounter(TorchFunctionMode):
         return None
 
     def _caller(self) -> str | None:
-        """The innermost frame in the watched package (None: the call does not come from it)."""
+        """The innermost frame in the watched package (None: a framework frame comes first)."""
         frame = sys._getframe(2)
         while frame is not None:
             filename = frame.f_code.co_filename
-            if self._root is None or filename.startswith(self._root):
-                if not filename.endswith("syncs.py"):
-                    return f"{Path(filename).name}:{frame.f_lineno}"
+            if self._root is None or (filename.startswith(self._root) and not filename.endswith("syncs.py")):
+                return f"{Path(filename).name}:{frame.f_lineno}"
+            if filename.startswith(self._others):
+                return None
             frame = frame.f_back
         return None
 

@@ -44,3 +44,41 @@ class RecordBatches(Callback):
         with open(self.path, "a") as stream:
             stream.write(f"{trainer.global_step} {batch_index} {float(batch[0].double().sum()):.6f} {batch[1].tolist()} "
                          f"{__import__('zlib').crc32(torch.get_rng_state().numpy().tobytes())}\n")
+
+
+class CountHostSyncs(Callback):
+    """Counts, per training step, the calls from vitlight's code that would make the host wait for
+    a GPU (vitlight.syncs.HostSyncCounter), and writes them to `path` as JSON when training ends.
+
+    Window k runs from the end of step k to the end of step k+1, so it holds one of everything a
+    step does (loading and finishing the batch, forward, backward, optimizer, every callback and
+    module hook); the first window (lazy set-up) and what follows the last step are not counted.
+    """
+
+    def __init__(self, path: str) -> None:
+        from vitlight.syncs import HostSyncCounter
+
+        self.path = path
+        self.counter = HostSyncCounter(only_from="vitlight")
+        self.counter.paused = True
+        self.windows: list[list] = []
+        self._entered = False
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.counter.__enter__()
+        self._entered = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index: int) -> None:
+        if not self.counter.paused:
+            self.windows.append(list(self.counter.events))
+        self.counter.reset()
+        self.counter.paused = trainer.global_step < 1  # from the end of the first step on
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import json
+
+        if self._entered:
+            self.counter.__exit__(None, None, None)
+            self._entered = False
+        with open(self.path, "w") as stream:
+            json.dump(self.windows, stream)

@@ -46,7 +46,7 @@ class ImageFolder(SourceDataModule):
         std: list[float] | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         train_size: float | None = None,
         val_fraction: float = 0.02,
         seed: int = 0,
@@ -55,6 +55,7 @@ class ImageFolder(SourceDataModule):
         random_crop_padding: int = 0,
         horizontal_flip: bool = False,
         randaugment: str | None = None,
+        random_erasing: float = 0.0,
         cache: bool | None = None,
         cache_dir: str | None = None,
     ) -> None:
@@ -76,7 +77,7 @@ class ImageFolder(SourceDataModule):
             eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
             val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
             crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, cache=cache, cache_dir=cache_dir,
+            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, cache=cache, cache_dir=cache_dir,
         )
         self.native_channels = self.channels
         self.split_names = {"train": ("train",), "test": (test_folder,), "val": (val_folder,) if val_folder else ()}
@@ -134,7 +135,7 @@ class HubImageDataset(SourceDataModule):
         std: list[float] | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         train_size: float | None = None,
         val_fraction: float = 0.02,
         seed: int = 0,
@@ -143,6 +144,7 @@ class HubImageDataset(SourceDataModule):
         random_crop_padding: int = 0,
         horizontal_flip: bool = False,
         randaugment: str | None = None,
+        random_erasing: float = 0.0,
         cache: bool | None = None,
         cache_dir: str | None = None,
     ) -> None:
@@ -172,7 +174,7 @@ class HubImageDataset(SourceDataModule):
             eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
             val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
             crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, cache=cache, cache_dir=cache_dir,
+            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, cache=cache, cache_dir=cache_dir,
             revision=revision,
         )
         self.native_channels = self.channels

@@ -68,7 +68,7 @@ class SourceDataModule(ImageDataModule):
         channels: int | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         train_size: float | None = None,
         val_fraction: float = 0.02,
         seed: int = 0,
@@ -77,6 +77,7 @@ class SourceDataModule(ImageDataModule):
         random_crop_padding: int = 0,
         horizontal_flip: bool = False,
         randaugment: str | None = None,
+        random_erasing: float = 0.0,
         cache: bool | None = None,
         cache_dir: str | None = None,
         revision: str | None = None,
@@ -89,7 +90,7 @@ class SourceDataModule(ImageDataModule):
             channels: 3 (RGB) or 1 (grey); None: the dataset's default.
             batch_size: training batch size.
             eval_batch_size: validation/test batch size (default: batch_size).
-            num_workers: loader worker processes.
+            num_workers: loader worker processes per training process; None: from the CPU count (at most 8).
             train_size: a count (> 1) or a fraction (<= 1) of the training pool: a class-balanced
                 subset, nested across sizes for one seed.
             val_fraction: share of train carved out as validation when the dataset stores none.
@@ -99,6 +100,7 @@ class SourceDataModule(ImageDataModule):
             random_crop_padding: train-time pad-and-crop (CIFAR style) when > 0.
             horizontal_flip: train-time random horizontal flip.
             randaugment: timm RandAugment string such as "rand-m9-mstd0.5", or None.
+            random_erasing: probability of timm's RandomErasing per training image, on the device (DeiT: 0.25).
             cache: decode once into the uint8 cache (True) or decode files on the fly (False);
                 None: the dataset's default (on for small-image datasets).
             cache_dir: cache folder (default: $VITLIGHT_CACHE, else ~/.cache/vitlight).
@@ -109,7 +111,7 @@ class SourceDataModule(ImageDataModule):
             eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
             val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
             crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment,
+            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing,
         )
         self.cache = cache
         self.cache_dir = cache_dir

@@ -233,8 +233,11 @@ class PixelPretrainer(L.LightningModule):
         Each position is masked independently with probability mask_fraction; a batch with no
         masked position gets one, so the loss is always defined.
         """
-        draw = torch.rand(tokens.shape, generator=generator, device="cpu" if generator is not None else tokens.device)
-        masked = draw.to(tokens.device) < self.hparams.mask_fraction
+        if generator is None:
+            draw = torch.rand(tokens.shape, device=tokens.device)
+        else:  # evaluation: the same masks every time, drawn on the CPU generator given
+            draw = torch.rand(tokens.shape, generator=generator).to(tokens.device)
+        masked = draw < self.hparams.mask_fraction
         masked[0, 0] |= ~masked.any()  # a tensor operation: asking `if not masked.any()` would wait for the device
         inputs = tokens.masked_fill(masked, self.model.mask_token_id)
         return inputs, masked
