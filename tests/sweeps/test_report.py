@@ -121,3 +121,13 @@ def test_transfer_runs_are_plotted_against_the_pretraining_size(tmp_path: Path, 
     probe = next(r for r in report["runs"] if r["family"] == probed and r["pretrain_size"] == 1000)
     # a frozen backbone gets no backward pass: forward + the head's gradients, well under the fine-tune's step
     assert 0.3 * run["flops_per_image"] < probe["flops_per_image"] < 0.5 * run["flops_per_image"]
+
+
+def test_images_seen_counts_every_process():
+    from vitlight.analysis.report import images_seen
+
+    config = {"data": {"init_args": {"batch_size": 8}}, "trainer": {"accumulate_grad_batches": 2}}
+    one = {"global_step": 10, "train_size": 10_000, "epochs": 1}
+    assert images_seen(one, config) == 160  # a summary without world_size: one process
+    assert images_seen({**one, "world_size": 4}, config) == 640
+    assert images_seen({**one, "world_size": 4, "train_size": 100}, config) == 100  # at most one pass per epoch

@@ -110,13 +110,15 @@ def flops_per_image(model_name: str, kwargs_json: str, cifar_stem: bool, image_s
 
 
 def images_seen(summary: dict[str, Any], config: dict[str, Any]) -> int | None:
-    """Images trained on: optimizer steps x batch x accumulation, at most epochs x train_size."""
+    """Images trained on: optimizer steps x per-process batch x processes x accumulation, at most
+    epochs x train_size (summaries before world_size was recorded count one process)."""
     steps, train_size = summary.get("global_step"), summary.get("train_size")
     batch = ((config.get("data") or {}).get("init_args") or {}).get("batch_size")
     if not isinstance(steps, int) or not isinstance(batch, int):
         return None
     accumulate = (config.get("trainer") or {}).get("accumulate_grad_batches") or 1
-    seen = steps * batch * int(accumulate)
+    world = summary.get("world_size") if isinstance(summary.get("world_size"), int) else 1
+    seen = steps * batch * int(accumulate) * world
     epochs = summary.get("epochs")
     if isinstance(epochs, int) and epochs > 0 and isinstance(train_size, int):
         seen = min(seen, epochs * train_size)

@@ -67,6 +67,7 @@ class PixelPretrainer(L.LightningModule):
         channels: int = 3,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = WarmupCosine,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -92,6 +93,7 @@ class PixelPretrainer(L.LightningModule):
             channels: linked from the data module.
             optimizer: optimizer class and arguments; weight decay applies only to weights with >= 2 dims.
             lr_scheduler: schedule stepped every optimizer step; WarmupCosine learns its length from the trainer.
+            compile: torch.compile the ImageGPT (in place: checkpoint keys stay those of the plain model).
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
@@ -108,6 +110,10 @@ class PixelPretrainer(L.LightningModule):
             self.accuracy = nn.ModuleDict({f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in STAGES})
         if checkpoint_path:
             self._load_pretrained(checkpoint_path)
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and getattr(self.model, "_compiled_call_impl", None) is None:
+            self.model.compile()
 
     # ----- construction ---------------------------------------------------------------
     def _check_arguments(self) -> None:
