@@ -109,3 +109,23 @@ def test_recipes_stack_onto_an_experiment(recipe: Path, capsys):
     else:
         assert optimizer["class_path"] == "torch.optim.AdamW"
         assert config["model"]["init_args"]["label_smoothing"] > 0
+
+
+@pytest.mark.parametrize("file, block", [("vit_h14_imagenet.yaml", "timm.models.vision_transformer.Block"),
+                                         ("igpt_xl_cifar10.yaml", "vitlight.models.igpt.Block")])
+def test_paper_size_experiments_shard_by_block_with_fsdp(file: str, block: str, capsys):
+    """Lightning runs FSDP on GPUs only (tests/gpu trains with it); here the strategy parses and builds."""
+    strategy = resolved_config(["fit", "--config", str(EXPERIMENTS / file)], capsys)["trainer"]["strategy"]
+    assert strategy["class_path"] == "vitlight.fsdp.BlockFSDP"
+    built = import_class(strategy["class_path"])(**strategy["init_args"])
+    assert {f"{c.__module__}.{c.__qualname__}" for c in built.block_classes} == {block}
+    assert built.sharding_strategy.name == "FULL_SHARD"
+    assert built._activation_checkpointing_kwargs  # blocks recompute their activations in the backward pass
+
+
+def test_fsdp_names_a_block_class_that_cannot_be_imported():
+    from vitlight.errors import ConfigError
+    from vitlight.fsdp import BlockFSDP
+
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        BlockFSDP(block_classes=["timm.models.vision_transformer.NoSuchBlock"])

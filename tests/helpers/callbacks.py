@@ -82,3 +82,40 @@ class CountHostSyncs(Callback):
             self._entered = False
         with open(self.path, "w") as stream:
             json.dump(self.windows, stream)
+
+
+class RecordRandomDraws(Callback):
+    """Writes, per rank, digests of the torch and numpy generator states at the first training step
+    (those feed dropout, the device-side flips and crops, mixup and cutmix)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_index: int) -> None:
+        import hashlib
+        import json
+
+        import numpy as np
+        import torch
+
+        if trainer.global_step != 0:
+            return
+        digest = {
+            "torch": hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest(),
+            "numpy": hashlib.sha256(np.random.get_state()[1].tobytes()).hexdigest(),
+        }
+        os.makedirs(self.folder, exist_ok=True)
+        with open(os.path.join(self.folder, f"rank{trainer.global_rank}.json"), "w") as stream:
+            json.dump(digest, stream)
+
+
+class KillProcessGroupAtStep(Callback):
+    """Rank 0 SIGKILLs its whole process group (every rank) after optimizer step `step`, once the
+    step checkpoint is written: a node lost mid-epoch. Start the command in its own session."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index: int) -> None:
+        if trainer.global_step == self.step and trainer.is_global_zero:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
