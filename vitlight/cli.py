@@ -349,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*set_vital.*")  # torchdata's own deprecation noise
     extra = _extra_commands()
     command = argv[0] if argv else None
+    if command is None or command in ("-h", "--help"):
+        from vitlight.cli_help import top_level_help
+
+        sys.stdout.write(top_level_help())
+        return 0 if command else 2
     if command and not command.startswith("-") and command not in LIGHTNING_COMMANDS and command not in extra:
         valid = ", ".join(list(LIGHTNING_COMMANDS) + sorted(extra))
         sys.stderr.write(f"vitlight: error: unknown subcommand {command!r}; valid subcommands: {valid}\n")
