@@ -22,6 +22,7 @@ from vitlight.data.base import ImageDataModule
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vitlight.checkpoints import ConfigInCheckpoint
+from vitlight import cli_errors
 from vitlight.cli_errors import format_parse_error
 from vitlight.errors import ConfigError, VitlightError
 from vitlight.logging_wandb import apply_wandb_mode, redact_secrets
@@ -344,6 +345,7 @@ def _extra_commands() -> dict[str, Callable[[list[str]], int]]:
 def main(argv: list[str] | None = None) -> int:
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
+    cli_errors.user_argv = argv  # parse errors name the flags as the user typed them
     # force: a fresh handler on the current stderr each call (tests run main() many times)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     warnings.filterwarnings("ignore", message=".*set_vital.*")  # torchdata's own deprecation noise
