@@ -25,7 +25,7 @@ from vitlight.console import quiet_console, quiet_trainer
 from vitlight import cli_errors
 from vitlight.cli_errors import format_parse_error
 from vitlight.errors import ConfigError, VitlightError
-from vitlight.logging_wandb import apply_wandb_mode, redact_secrets
+from vitlight.logging_wandb import apply_wandb_mode, redact_secrets, update_unlocked
 from vitlight.reliability import AtomicCheckpointIO, NonFiniteLossGuard, PreemptionCheckpoint, RandomStates, StepCheckpoint
 from vitlight.runs import (
     SUMMARY_FILE, BestValidationMetrics, RunFolder, latest_run, new_run_id, new_wandb_id, wandb_id_of, write_json_atomic,
@@ -87,7 +87,7 @@ class RedactedSaveConfig(SaveConfigCallback):
         resolved.pop("config", None)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.experiment.config.update(resolved, allow_val_change=True)
+                update_unlocked(logger.experiment.config, resolved)
 
 
 def _experiment_name(config_paths: list[Any]) -> str:
