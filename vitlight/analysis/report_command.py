@@ -107,8 +107,12 @@ def main(argv: list[str]) -> int:
     else:
         raise ConfigError(f"report: {args.source!r} is neither a folder nor ENTITY/PROJECT/SWEEP_ID")
     records = [r for r in records if r.subcommand == "fit"]
-    if not records and source.exists():
-        return _pipeline_report(source, args)
+    if source.exists() and not any(args.metric in r.metrics for r in records):
+        from vitlight.analysis.pipeline_report import collect_pipelines
+
+        pipelines = collect_pipelines(source)  # e.g. the ImageGPT scaling sweep: its fit runs are pretraining stages
+        if pipelines:
+            return _pipeline_report(source, args, pipelines)
     if not records:
         raise ConfigError(f"report: no finished `vitlight fit` runs (summary.json) under {args.source!r}")
     dataset = rp.main_dataset(records)
@@ -139,13 +143,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _pipeline_report(source: Path, args: argparse.Namespace) -> int:
+def _pipeline_report(source: Path, args: argparse.Namespace, pipelines: list) -> int:
     """A sweep of `vitlight pipeline` trials: the metric (default probe/test_acc) against parameters and compute."""
     from vitlight.analysis import pipeline_report as pr
 
-    pipelines = pr.collect_pipelines(source)
-    if not pipelines:
-        raise ConfigError(f"report: no finished `vitlight fit` or `vitlight pipeline` runs (summary.json) under {args.source!r}")
     have = sorted({k for r in pipelines for k in r.metrics})
     metric = args.metric if args.metric in have else pr.PROBE_METRIC if args.metric == "test/acc" and pr.PROBE_METRIC in have else None
     if metric is None:
