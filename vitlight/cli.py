@@ -7,7 +7,6 @@ import os
 import re
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,14 +21,16 @@ from vitlight.data.base import ImageDataModule
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vitlight.checkpoints import ConfigInCheckpoint
+from vitlight.console import quiet_console, quiet_trainer
+from vitlight import cli_errors
 from vitlight.cli_errors import format_parse_error
 from vitlight.errors import ConfigError, VitlightError
-from vitlight.logging_wandb import apply_wandb_mode, redact_secrets
+from vitlight.logging_wandb import apply_wandb_mode, redact_secrets, update_unlocked
 from vitlight.precision import apply_matmul_precision, resolve_precision, will_use_cuda
 from vitlight.reliability import AtomicCheckpointIO, NonFiniteLossGuard, PreemptionCheckpoint, RandomStates, StepCheckpoint
 from vitlight.runs import (
-    SUMMARY_FILE, BestValidationMetrics, RunFolder, git_commit, hardware, latest_run, new_run_id, read_summary,
-    new_wandb_id, package_versions, write_json_atomic,
+    SUMMARY_FILE, BestValidationMetrics, RunFolder, latest_run, new_run_id, new_wandb_id, wandb_id_of, write_json_atomic,
+    write_start_record,
 )
 
 log = logging.getLogger("vitlight")
@@ -87,7 +88,7 @@ class RedactedSaveConfig(SaveConfigCallback):
         resolved.pop("config", None)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.experiment.config.update(resolved, allow_val_change=True)
+                update_unlocked(logger.experiment.config, resolved)
 
 
 def _experiment_name(config_paths: list[Any]) -> str:
@@ -127,6 +128,7 @@ class VitlightCLI(LightningCLI):
         self.run_folder: RunFolder | None = None
         self.best_validation = BestValidationMetrics()
         self.summary: dict[str, Any] = {}
+        self.start_record: dict[str, Any] = {}
         super().__init__(
             model_class=L.LightningModule,
             datamodule_class=ImageDataModule,
@@ -160,6 +162,7 @@ class VitlightCLI(LightningCLI):
         run_id, wandb_id = new_run_id(), os.environ.get("WANDB_RUN_ID") or new_wandb_id()
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             run_id, wandb_id, config.ckpt_path = self._resume_target(runs_dir, experiment)
+            print(f"vitlight: resuming run {experiment}/{run_id} (W&B run {wandb_id}) from {config.ckpt_path}", file=sys.stderr)
         if os.environ.get("LOCAL_RANK") and os.environ.get(RUN_ID_ENV):
             # a DDP worker that Lightning re-launched: join rank 0's run folder and W&B run
             run_id, wandb_id = os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV]
@@ -187,8 +190,7 @@ class VitlightCLI(LightningCLI):
         if checkpoint is None or not checkpoint.is_file():
             where = previous or runs_dir / experiment
             raise ConfigError(f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no checkpoints/last.ckpt under {where})")
-        summary = read_summary(previous) if (previous / SUMMARY_FILE).is_file() else {}
-        return previous.name, summary.get("wandb_run_id") or new_wandb_id(), str(checkpoint)
+        return previous.name, wandb_id_of(previous) or new_wandb_id(), str(checkpoint)
 
     def _uses_wandb(self, trainer_config: Any) -> bool:
         return any(_class_path(entry).endswith("WandbLogger") for entry in _as_list(trainer_config.get("logger")))
@@ -200,6 +202,7 @@ class VitlightCLI(LightningCLI):
             if _class_path(entry).endswith("WandbLogger"):
                 entry.init_args.save_dir = str(run.path)
                 entry.init_args.id = run.wandb_id
+                entry.init_args.resume = "allow"  # online, `--ckpt_path last` continues the same W&B run
                 entry.init_args.name = f"{run.experiment}/{run.run_id}"
                 entry.init_args.project = entry.init_args.get("project") or "vitlight"
         for entry in _as_list(trainer_config.get("callbacks")):
@@ -220,7 +223,9 @@ class VitlightCLI(LightningCLI):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         if will_use_cuda(trainer_config.get("accelerator", "auto")):
             self._refresh_progress_bar_when_logging(trainer_config)
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        quiet_trainer(trainer)
+        return trainer
 
     @staticmethod
     def _refresh_progress_bar_when_logging(trainer_config: dict[str, Any]) -> None:
@@ -244,6 +249,8 @@ class VitlightCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         self.run_folder.create()
+        if self.trainer.is_global_zero:  # the run's identity is on disk before any work, whatever ends it
+            self.start_record = write_start_record(self.run_folder, subcommand, self.config[subcommand].get("seed_everything"))
         extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config())]
         if subcommand == "fit":
             extra += self._reliability_callbacks()
@@ -267,6 +274,8 @@ class VitlightCLI(LightningCLI):
             return
         checkpoint, which = self._checkpoint_to_test()
         self.summary["tested_checkpoint"] = {"which": which, "path": checkpoint}
+        if self.trainer.is_global_zero:
+            print(f"vitlight: testing checkpoint ({which}): {checkpoint or 'final weights'}", file=sys.stderr)
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=checkpoint, verbose=True)
         self.summary["test"] = results[0] if results else {}
 
@@ -287,19 +296,11 @@ class VitlightCLI(LightningCLI):
         run = self.run_folder
         if run is None or not self.trainer.is_global_zero:
             return
-        config = self.config[subcommand]
         datamodule = self.datamodule
         data = datamodule.data_summary() if hasattr(datamodule, "data_summary") else {}
         summary = {
+            **self.start_record,  # identity, start time, seed, commit, packages, hardware
             "status": self.summary.get("status", "failed"),
-            "subcommand": subcommand,
-            "experiment": run.experiment,
-            "run_id": run.run_id,
-            "wandb_run_id": run.wandb_id,
-            "seed": config.get("seed_everything"),
-            "git_commit": git_commit(),
-            "packages": package_versions(),
-            "hardware": hardware(),
             "precision": self.summary.get("precision"),
             "float32_matmul_precision": self.summary.get("float32_matmul_precision"),
             "world_size": self.trainer.world_size,
@@ -369,13 +370,17 @@ def _extra_commands() -> dict[str, Callable[[list[str]], int]]:
 def main(argv: list[str] | None = None) -> int:
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
+    cli_errors.user_argv = argv  # parse errors name the flags as the user typed them
     # force: a fresh handler on the current stderr each call (tests run main() many times)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    warnings.filterwarnings("ignore", message=".*set_vital.*")  # torchdata's own deprecation noise
-    # vitlight's tasks finish batches in on_after_batch_transfer on purpose (the data module's batch stage)
-    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule`.*")
+    quiet_console()
     extra = _extra_commands()
     command = argv[0] if argv else None
+    if command is None or command in ("-h", "--help"):
+        from vitlight.cli_help import top_level_help
+
+        sys.stdout.write(top_level_help())
+        return 0 if command else 2
     if command and not command.startswith("-") and command not in LIGHTNING_COMMANDS and command not in extra:
         valid = ", ".join(list(LIGHTNING_COMMANDS) + sorted(extra))
         sys.stderr.write(f"vitlight: error: unknown subcommand {command!r}; valid subcommands: {valid}\n")

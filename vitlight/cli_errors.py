@@ -8,12 +8,132 @@ import sys
 from typing import Iterable
 
 MAX_LENGTH = 600
+# The arguments of the current `vitlight` call (main() may be given them instead of sys.argv).
+user_argv: list[str] | None = None
+
+
+# jsonargparse's type names -> what a user writes
+_TYPE_WORDS = {
+    "float": "a float", "int": "an int", "bool": "true or false", "str": "a string", "NoneType": "null",
+    "tuple": "a list such as [x, y]", "list": "a list", "dict": "a mapping", "Path": "a path",
+}
+# types a key also accepts that a user never means (a tensor learning rate, a class given by path)
+_UNHELPFUL = ("torch.Tensor", "Tensor")
+
+
+def _literal_values(text: str) -> list[str]:
+    import ast
+
+    try:
+        return [str(value) for value in ast.literal_eval(f"[{text}]")]
+    except (SyntaxError, ValueError):
+        return [text]
+
+
+def _type_words(text: str) -> list[str]:
+    """One jsonargparse type (`<class 'int'>`, `typing.Literal['a', 'b']`, ...) in a user's words."""
+    text = text.strip()
+    literal = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", text)
+    if literal:
+        return _literal_values(literal.group(1))
+    match = re.fullmatch(r"<class '([\w.]+)'>", text)
+    name = (match.group(1) if match else text.replace("typing.", "")).rsplit(".", 1)[-1]
+    if name in _UNHELPFUL:
+        return []
+    if name == "bool":
+        return ["true", "false"]
+    if name in _TYPE_WORDS:
+        return [_TYPE_WORDS[name]]
+    return [f"a {name} (class_path)" if match and name[:1].isupper() else name]
 
 
 def _type_name(text: str) -> str:
-    match = re.fullmatch(r"<class '([\w.]+)'>", text.strip())
-    name = match.group(1) if match else text.strip()
-    return {"NoneType": "null"}.get(name.rsplit(".", 1)[-1], name.replace("typing.", ""))
+    return " or ".join(_type_words(text)) or text.strip()
+
+
+def _join(words: list[str]) -> str:
+    """["an int", "a float", "null"] -> "a number or null"; ["true", "false", "warn", "null"] -> "true, false, warn or null"."""
+    if "an int" in words and "a float" in words:
+        words = ["a number" if w in ("an int", "a float") else w for w in words]
+    words = list(dict.fromkeys(w for w in words if w))
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _split_types(text: str) -> list[str]:
+    """`<class 'int'>, typing.Literal['a', 'b'], <class 'NoneType'>` -> its three types."""
+    types, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        depth += char in "[(" and 1 or 0
+        depth -= char in "])" and 1 or 0
+        if char == "," and depth == 0:
+            types.append(text[start:index])
+            start = index + 1
+    return [t.strip() for t in [*types, text[start:]] if t.strip()]
+
+
+def _find_path(tree: object, leaf: str, prefix: str = "") -> str | None:
+    """The dotted path of key `leaf` inside nested dicts (where a config file put the bad value)."""
+    if not isinstance(tree, dict):
+        return None
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key == leaf:
+            return path
+        found = _find_path(value, leaf, path)
+        if found:
+            return found
+    return None
+
+
+def _flag_in_argv(argv: list[str], outer: str, leaf: str, given: str | None) -> tuple[str, str] | None:
+    """The `--outer....leaf VALUE` (or `=VALUE`) the user typed, as (flag, value); the last one that gave `given`."""
+    found = []
+    for index, token in enumerate(argv):
+        flag, equals, value = token.partition("=")
+        name = flag[2:] if flag.startswith("--") else ""
+        inside = name.startswith(outer + ".") or outer == leaf  # jsonargparse may report only the leaf's parser
+        if name and (name == leaf or (inside and name.endswith("." + leaf))):
+            if not equals:
+                value = argv[index + 1] if index + 1 < len(argv) else ""
+            found.append((flag, value))
+    matching = [item for item in found if item[1] == given]
+    return (matching or found or [None])[-1]
+
+
+def _wrong_type(message: str, argv: list[str]) -> str | None:
+    """`--KEY: expected WHAT, got 'VALUE'` for a value the parser rejected, or None if not that kind of error."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    if not keys:
+        return None
+    outer, leaf = keys[0], keys[-1]
+    inner = message[message.rfind(f'Parser key "{leaf}"'):]
+    if "is not accepted" in inner or "is not expected" in inner:
+        return None
+    subtypes = re.search(r"Subtypes: \[(.*)\]", inner)
+    single = re.search(r"Expected a (.+?)\. Got value: (.*)", inner)
+    if subtypes:
+        words = [w for t in _split_types(subtypes.group(1)) for w in _type_words(t)]
+    elif single:
+        words = _type_words(single.group(1))
+    else:
+        return None
+    given = re.search(r"Given value: (.*)", inner)
+    value = given.group(1).strip() if given else single.group(2).strip() if single else "?"
+    typed = _flag_in_argv(argv, outer, leaf, value)
+    if typed:
+        where, value = typed
+    elif outer == leaf:
+        where = f"--{outer}"
+    else:  # the value came from a config file: show where in it
+        import ast
+
+        outer_given = re.findall(r"Given value: (.*)", message)
+        try:
+            tree = ast.literal_eval(outer_given[-1].strip()) if outer_given else None
+        except (SyntaxError, ValueError):
+            tree = None
+        where = f"{outer}.{_find_path(tree, leaf) or leaf} (in a --config file)"
+    return f"{where}: expected {_join(words)}, got {value!r}"
 
 
 def _subclass_names(key: str) -> list[str]:
@@ -40,27 +160,23 @@ def _squash(message: str) -> str:
 
 
 def format_parse_error(message: str, option_strings: Iterable[str] = (), argv: list[str] | None = None) -> str:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = list(argv if argv is not None else user_argv if user_argv is not None else sys.argv[1:])
     key_match = re.search(r'Parser key "([^"]+)"', message)
     value_match = re.search(r"Given value: (.*)", message)
     key = key_match.group(1) if key_match else None
     value = value_match.group(1).strip() if value_match else None
-    if key and "Expected a dot import path string" in message:
+    if key in ("data", "model") and "Expected a dot import path string" in message and message.count("Parser key") == 1:
         valid = _subclass_names(key)
         return f"{key} {value!r} is not a known class; valid: {', '.join(valid) or 'a class_path'}"
-    single = re.search(r"Expected a <class '([\w.]+)'>\. Got value: (.*)", message)
-    if key and single:
-        flags = [arg.split("=")[0].lstrip("-") for arg in argv if arg.startswith("--") and arg.split("=")[0].endswith("." + key)]
-        return f"{flags[0] if flags else key}: {single.group(2).strip()!r} is not valid; expected {_type_name(single.group(1))}"
-    subtypes = re.search(r"Subtypes: \[(.*)\]", message)
-    if key and value is not None and subtypes:
-        valid = [_type_name(t) for t in re.split(r",\s*(?=<|\w+\[|\w+$)", subtypes.group(1))]
-        return f"{key}: {value!r} is not valid; expected {' or '.join(v for v in valid if v)}"
-    unknown = re.match(r"Option '([\w.]+)' is not accepted", message)
+    wrong = _wrong_type(message, argv)
+    if wrong:
+        return wrong
+    unknown = re.search(r"Option '([\w.]+)' is not accepted", message)
     if unknown:
         name = unknown.group(1)
+        outer = key or name
         flags = [arg.split("=")[0] for arg in argv if arg.startswith("--") and arg.split("=")[0].endswith("." + name)]
-        where = flags[0].lstrip("-") if flags else name
+        where = flags[-1].lstrip("-") if flags else name if outer == name else f"{outer}.{name}"
         return f"unknown key {where!r}; `vitlight fit --help` lists the valid keys (and --model.help CLASS a model's own)"
     unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
     if unrecognized:

@@ -63,6 +63,17 @@ def redact_secrets(value: Any, key: str = "") -> Any:
     return value
 
 
+def update_unlocked(wandb_config: Any, resolved: dict[str, Any]) -> None:
+    """The resolved config into a W&B run config, whose keys set by a sweep are locked (W&B ignores updates to
+    them): the other keys get their sections; a locked key whose value is not the resolved one (a nested sweep
+    block holds only the searched part) keeps it, and the resolved section goes under `resolved.<key>`."""
+    locked = set(getattr(wandb_config, "_locked", {}) or {})
+    wandb_config.update({k: v for k, v in resolved.items() if k not in locked}, allow_val_change=True)
+    differing = {k: v for k, v in resolved.items() if k in locked and wandb_config.get(k) != v}
+    if differing:
+        wandb_config.update({"resolved": differing}, allow_val_change=True)
+
+
 def wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
     from lightning.pytorch.loggers import WandbLogger
 

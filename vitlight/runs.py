@@ -79,6 +79,52 @@ def read_summary(run_path: Path) -> dict[str, Any]:
     return json.loads((run_path / SUMMARY_FILE).read_text())
 
 
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def write_start_record(run: RunFolder, subcommand: str, seed: Any) -> dict[str, Any]:
+    """Writes summary.json the moment a run starts: its identity and status `running`.
+
+    A run killed by SIGKILL, a crash or a full disk never writes its final summary; this record is
+    what `--ckpt_path last` then reads to continue the same W&B run. A resumed run keeps the first
+    start time and adds its own to `resumed_at`.
+    """
+    path = run.path / SUMMARY_FILE
+    try:
+        previous = read_summary(run.path) if path.is_file() else {}
+    except (OSError, ValueError):
+        previous = {}
+    now = _utc(time.time())
+    record = {
+        "status": "running",
+        "subcommand": subcommand,
+        "experiment": run.experiment,
+        "run_id": run.run_id,
+        "wandb_run_id": run.wandb_id,
+        "started_at": previous.get("started_at") or now,
+        "resumed_at": [*previous.get("resumed_at", []), now] if previous else [],
+        "seed": seed,
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "hardware": hardware(),
+    }
+    write_json_atomic(path, record)
+    return record
+
+
+def wandb_id_of(run_path: Path) -> str | None:
+    """The W&B run id a run folder recorded: summary.json, else the newest W&B run folder's name (`offline-run-<time>-<id>`)."""
+    try:
+        recorded = read_summary(run_path).get("wandb_run_id")
+    except (OSError, ValueError):
+        recorded = None
+    if recorded:
+        return str(recorded)
+    folders = sorted(p for p in (run_path / "wandb").glob("*run-*-*") if p.is_dir())
+    return folders[-1].name.rsplit("-", 1)[-1] if folders else None
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Writes to a temporary file in the same folder, syncs it, then renames: never a half-written file."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

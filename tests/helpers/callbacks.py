@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -19,6 +20,21 @@ class KillAtStep(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_index: int) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), getattr(signal, self.signal_name))
+
+
+class PauseAtStep(Callback):
+    """Writes `marker` after optimizer step `step` (after vitlight's step checkpoint) and waits there, so that
+    a test can kill the process from outside at a known point."""
+
+    def __init__(self, step: int, marker: str, wait_s: float = 600.0) -> None:
+        self.step = step
+        self.marker = marker
+        self.wait_s = wait_s
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_index: int) -> None:
+        if trainer.global_step == self.step:
+            open(self.marker, "w").close()
+            time.sleep(self.wait_s)
 
 
 class PoisonLossAtStep(Callback):

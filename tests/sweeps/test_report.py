@@ -131,3 +131,43 @@ def test_images_seen_counts_every_process():
     assert images_seen(one, config) == 160  # a summary without world_size: one process
     assert images_seen({**one, "world_size": 4}, config) == 640
     assert images_seen({**one, "world_size": 4, "train_size": 100}, config) == 100  # at most one pass per epoch
+
+
+def write_pipeline(root: Path, name: str, preset: str, parameters: int, probe_acc: float, steps: int = 100) -> Path:
+    """A finished `vitlight pipeline` run folder and its pretraining stage's run folder, as the pipeline writes them."""
+    pretrain = root / name / "igpt_tiny_quickstart" / "20260101-000000-aaaaaa"
+    pretrain.mkdir(parents=True)
+    (pretrain / "summary.json").write_text(json.dumps({
+        "status": "finished", "subcommand": "fit", "train_size": 4000, "global_step": steps, "epochs": 8,
+        "data": {"dataset": "EmbeddedDigits", "num_classes": 10, "image_size": 14, "channels": 1},
+        "model": {"class": "PixelPretrainer", "model_name": preset, "parameters": parameters}}))
+    (pretrain / "config.yaml").write_text(yaml.safe_dump({
+        "model": {"class_path": "vitlight.tasks.PixelPretrainer", "init_args": {"preset": preset, "palette_size": 16}},
+        "data": {"class_path": "vitlight.data.EmbeddedDigits", "init_args": {"batch_size": 64}}, "trainer": {}}))
+    pipeline = root / name / "pipeline_igpt_tiny_quickstart" / "20260101-000001-bbbbbb"
+    pipeline.mkdir(parents=True)
+    (pipeline / "summary.json").write_text(json.dumps({
+        "status": "finished", "subcommand": "pipeline", "seed": 0, "train_size": 4000,
+        "model": {"class": "PixelPretrainer", "model_name": preset, "parameters": parameters},
+        "metrics": {"probe/test_acc": probe_acc, "pretrain/test/loss": 0.7},
+        "stages": {"pretrain": {"run_dir": str(pretrain), "status": "finished"}}}))
+    return pipeline
+
+
+def test_report_plots_a_pipeline_sweep_against_parameters_and_compute(tmp_path: Path, capsys):
+    root = tmp_path / "sweeps" / "igpt_scaling_mini" / "trials"
+    write_pipeline(root, "0000", "igpt-tiny", 210_000, 0.899)
+    write_pipeline(root, "0001", "igpt-mini", 1_220_000, 0.905)
+    out = tmp_path / "report"
+    assert main(["report", str(root.parent), "--out", str(out)]) == 0
+    for name in ("probe_vs_parameters.png", "probe_vs_compute.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "report.json").read_text())
+    assert report["metric"] == "probe/test_acc"
+    by_model = {p["model"]: p for p in report["pipelines"]}
+    tiny, mini = by_model["igpt-tiny"], by_model["igpt-mini"]
+    assert tiny["images_seen"] == mini["images_seen"] == 100 * 64  # steps x batch, below epochs x train size
+    assert 0 < tiny["flops_per_image"] < mini["flops_per_image"]  # counted on meta: the bigger model costs more
+    assert mini["compute"] == pytest.approx(6400 * mini["flops_per_image"])
+    text = (out / "report.md").read_text()
+    assert "| igpt-tiny | 210000 | 4000 |" in text and "0.8990" in text and "0.9050" in text

@@ -107,6 +107,12 @@ def main(argv: list[str]) -> int:
     else:
         raise ConfigError(f"report: {args.source!r} is neither a folder nor ENTITY/PROJECT/SWEEP_ID")
     records = [r for r in records if r.subcommand == "fit"]
+    if source.exists() and not any(args.metric in r.metrics for r in records):
+        from vitlight.analysis.pipeline_report import collect_pipelines
+
+        pipelines = collect_pipelines(source)  # e.g. the ImageGPT scaling sweep: its fit runs are pretraining stages
+        if pipelines:
+            return _pipeline_report(source, args, pipelines)
     if not records:
         raise ConfigError(f"report: no finished `vitlight fit` runs (summary.json) under {args.source!r}")
     dataset = rp.main_dataset(records)
@@ -134,6 +140,21 @@ def main(argv: list[str]) -> int:
     print(f"{len(records)} runs, {len(points)} model families; " + (headline.text if headline else "no ViT/CNN pair to compare"))
     print(f"wrote {out / 'report.md'}, {out / DATA_PLOT}, {out / COMPUTE_PLOT}, {out / 'report.json'}"
           + (f"; W&B run ({mode}) under {Path(args.wandb_dir or out) / 'wandb'}" if mode else ""))
+    return 0
+
+
+def _pipeline_report(source: Path, args: argparse.Namespace, pipelines: list) -> int:
+    """A sweep of `vitlight pipeline` trials: the metric (default probe/test_acc) against parameters and compute."""
+    from vitlight.analysis import pipeline_report as pr
+
+    have = sorted({k for r in pipelines for k in r.metrics})
+    metric = args.metric if args.metric in have else pr.PROBE_METRIC if args.metric == "test/acc" and pr.PROBE_METRIC in have else None
+    if metric is None:
+        raise ConfigError(f"report: no pipeline has the metric {args.metric!r}; they have: {', '.join(have)}")
+    out = Path(args.out).expanduser()
+    title = args.title or f"{source.name}: {metric}"
+    files = pr.write_report(pipelines, metric, title, out, args.source)
+    print(f"{len(pipelines)} pipelines; wrote {out / 'report.md'}, " + ", ".join(str(path) for path in files.values()) + f", {out / 'report.json'}")
     return 0
 
 
