@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vitlight.checkpoints import ConfigInCheckpoint
 from vitlight.cli_errors import format_parse_error
+from vitlight.cluster import Launch, agree, check_devices, external_launch, fill_num_nodes
 from vitlight.errors import ConfigError, VitlightError
 from vitlight.logging_wandb import apply_wandb_mode, redact_secrets
 from vitlight.reliability import AtomicCheckpointIO, NonFiniteLossGuard, PreemptionCheckpoint, RandomStates, StepCheckpoint
@@ -124,6 +125,7 @@ def _as_list(value: Any) -> list[Any]:
 class VitlightCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self.run_folder: RunFolder | None = None
+        self.launch: Launch | None = None
         self.best_validation = BestValidationMetrics()
         self.summary: dict[str, Any] = {}
         super().__init__(
@@ -155,11 +157,17 @@ class VitlightCLI(LightningCLI):
         config = self.config[self.subcommand]
         experiment = config.experiment or _experiment_name(config.get("config"))
         runs_dir = Path(config.runs_dir).expanduser()
-        # an online `wandb agent` names the run it expects through WANDB_RUN_ID
-        run_id, wandb_id = new_run_id(), os.environ.get("WANDB_RUN_ID") or new_wandb_id()
-        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
-            run_id, wandb_id, config.ckpt_path = self._resume_target(runs_dir, experiment)
-        if os.environ.get("LOCAL_RANK") and os.environ.get(RUN_ID_ENV):
+        self.launch = external_launch()
+        if self.launch is not None:  # torchrun or srun started every process: rank 0 decides for the job
+            fill_num_nodes(config.trainer, self.launch)
+            check_devices(config.trainer.get("devices"), int(config.trainer.num_nodes), self.launch)
+            identity = agree(self.launch, lambda: self._run_identity(config, runs_dir, experiment))
+        else:
+            identity = self._run_identity(config, runs_dir, experiment)
+        run_id, wandb_id = identity["run_id"], identity["wandb_id"]
+        if identity["ckpt_path"] is not None:
+            config.ckpt_path = identity["ckpt_path"]
+        if self.launch is None and os.environ.get("LOCAL_RANK") and os.environ.get(RUN_ID_ENV):
             # a DDP worker that Lightning re-launched: join rank 0's run folder and W&B run
             run_id, wandb_id = os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV]
         os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV] = run_id, wandb_id
@@ -175,6 +183,14 @@ class VitlightCLI(LightningCLI):
                 print(f"W&B: offline ({reason}); run files in {where}; upload later with `wandb sync {where}/offline-run-*`", file=sys.stderr)
             else:
                 print(f"W&B: {mode} ({reason}); run files in {where}", file=sys.stderr)
+
+    def _run_identity(self, config: Any, runs_dir: Path, experiment: str) -> dict[str, Any]:
+        """A new run, or with `--ckpt_path last` the latest run of the experiment and its last.ckpt."""
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            run_id, wandb_id, checkpoint = self._resume_target(runs_dir, experiment)
+            return {"run_id": run_id, "wandb_id": wandb_id, "ckpt_path": checkpoint}
+        # an online `wandb agent` names the run it expects through WANDB_RUN_ID
+        return {"run_id": new_run_id(), "wandb_id": os.environ.get("WANDB_RUN_ID") or new_wandb_id(), "ckpt_path": None}
 
     def _resume_target(self, runs_dir: Path, experiment: str) -> tuple[str, str, str]:
         previous = latest_run(runs_dir, experiment)
@@ -221,7 +237,8 @@ class VitlightCLI(LightningCLI):
         return [NonFiniteLossGuard(checkpoints), RandomStates(), PreemptionCheckpoint(checkpoints), StepCheckpoint(checkpoints, every)]
 
     def _run_subcommand(self, subcommand: str) -> None:
-        self.run_folder.create()
+        if self.launch is None or self.launch.rank == 0:  # rank-0-only writes: the other nodes may not share the disk
+            self.run_folder.create()
         extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config())]
         if subcommand == "fit":
             extra += self._reliability_callbacks()
