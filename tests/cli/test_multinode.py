@@ -23,10 +23,15 @@ pytestmark = pytest.mark.slow  # five launches of the quickstart ViT, 2-4 min on
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 GLOBAL_BATCH, NODES, STEPS = 16, 2, 48
-# Agreement with one process: the 2-node job sees the same training samples, but in another order
-# (DistributedSampler's shuffle, not the single loader's), so the weights differ a little after 48 steps.
-# On the same 64 test digits: accuracy within 0.1 (6 digits), mean test loss within 10%.
-ACC_TOLERANCE, LOSS_TOLERANCE = 0.10, 0.10
+# The reference is one process with the same global batch and `--trainer.strategy ddp`: its loader then
+# shuffles as the job's does (DistributedSampler over one replica), so every step sees the same 16 digits,
+# and only the order of floating-point sums differs (gradients averaged over 2 ranks). Measured: the same
+# test accuracy, test loss 7e-6 apart (relative). Allowed: one of the 64 test digits, loss 1e-3 relative.
+# (A plain single-process run shuffles another way: after 48 steps its test accuracy was 0.56 against 0.84.)
+ACC_TOLERANCE, LOSS_TOLERANCE = 1.5 / 64, 1e-3
+# A resumed job repeats no optimizer step, but its loader and random state after a mid-epoch kill are
+# those of the checkpoint: allowed 5% test loss and 0.1 test accuracy from the uninterrupted job.
+RESUME_ACC_TOLERANCE, RESUME_LOSS_TOLERANCE = 0.10, 0.05
 
 
 def fit_args(runs: Path, per_process_batch: int, *extra: str) -> list[str]:
@@ -131,7 +136,8 @@ def summary(run: Path) -> dict:
 
 def test_two_nodes_match_one_process_and_resume_after_sigkill(tmp_path: Path):
     started = time.time()
-    single = run_vitlight(*fit_args(tmp_path / "single", GLOBAL_BATCH), cwd=tmp_path)
+    single = run_vitlight(*fit_args(tmp_path / "single", GLOBAL_BATCH, "--trainer.strategy", "ddp"), cwd=tmp_path,
+                          env={"OMP_NUM_THREADS": "1"})
     assert single.returncode == 0, single.stderr[-3000:]
     reference = summary(only_run(tmp_path / "single"))
 
@@ -143,15 +149,17 @@ def test_two_nodes_match_one_process_and_resume_after_sigkill(tmp_path: Path):
     two_node_s = time.time() - started
     run = only_run(tmp_path / "two")
     result = summary(run)
-    text = job.output()
+    text = "\n".join(log.read_text() for log in job.logs)
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in text and "GLOBAL_RANK: 1, MEMBER: 2/2" in text
     assert "num_nodes: 2" in (run / "config.yaml").read_text()  # filled in from torchrun's --nnodes
     wandb_files = list(run.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(wandb_files) == 1 and run_ids(wandb_files[0]) == {result["wandb_run_id"]}  # one W&B run, from rank 0
     assert result["status"] == reference["status"] == "finished"
     assert result["global_step"] == reference["global_step"] == STEPS
-    assert abs(result["test"]["test/acc"] - reference["test"]["test/acc"]) <= ACC_TOLERANCE, (result["test"], reference["test"])
+    for key in ("test/acc", "test/acc_top5"):
+        assert abs(result["test"][key] - reference["test"][key]) <= ACC_TOLERANCE, (result["test"], reference["test"])
     assert abs(result["test"]["test/loss"] / reference["test"]["test/loss"] - 1) <= LOSS_TOLERANCE, (result["test"], reference["test"])
+    assert abs(result["best_validation"]["val/loss"] / reference["best_validation"]["val/loss"] - 1) <= LOSS_TOLERANCE
     print(f"\n1 process then 2 nodes: {two_node_s:.0f} s; test 1 process {reference['test']}; 2 nodes {result['test']}")
 
     # the same 2-node job, SIGKILLed (agents and workers) once a step checkpoint exists, then resumed
@@ -178,8 +186,9 @@ def test_two_nodes_match_one_process_and_resume_after_sigkill(tmp_path: Path):
     assert only_run(resumed_runs) == run  # the resumed job wrote into the same run folder
     after = summary(run)
     assert after["status"] == "finished" and after["global_step"] == STEPS
-    assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in job.output()
-    assert abs(after["test"]["test/acc"] - result["test"]["test/acc"]) <= ACC_TOLERANCE, (after["test"], result["test"])
+    assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in job.logs[0].read_text()
+    assert abs(after["test"]["test/acc"] - result["test"]["test/acc"]) <= RESUME_ACC_TOLERANCE, (after["test"], result["test"])
+    assert abs(after["test"]["test/loss"] / result["test"]["test/loss"] - 1) <= RESUME_LOSS_TOLERANCE, (after["test"], result["test"])
     print(f"killed at step {killed_at}, resumed on 2 nodes: test {after['test']}")
 
     # the 2-node checkpoint, resumed by one process with the same global batch for one more epoch
