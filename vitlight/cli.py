@@ -177,7 +177,7 @@ class VitlightCLI(LightningCLI):
         _scrub_api_key(config)  # nothing built from the config (W&B notes, tags, ...) may carry the key
         self._point_trainer_at_run_folder(config.trainer)
         mode, reason = apply_wandb_mode()
-        if self._uses_wandb(config.trainer):
+        if self._uses_wandb(config.trainer) and (self.launch is None or self.launch.rank == 0):  # said once per job
             where = self.run_folder.path / "wandb"
             if mode == "offline":
                 print(f"W&B: offline ({reason}); run files in {where}; upload later with `wandb sync {where}/offline-run-*`", file=sys.stderr)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -155,3 +156,24 @@ def test_a_bad_storage_url_is_one_line(tmp_path: Path):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("vitlight: error: sweep: cannot open --storage postgresql+psycopg://nobody:***@/x") and "secret" not in line
+
+
+def test_a_trial_on_another_machine_is_alive_while_its_heartbeat_in_the_database_is(tmp_path: Path):
+    """Runners that share only the database cannot see each other's heartbeat files: the one in the
+    database decides whether a running trial elsewhere was cut off."""
+    spec = load_spec(write_sweep(tmp_path, "beats"))
+    url = f"sqlite:///{tmp_path / 'beats.db'}"
+    elsewhere = SweepRunner(spec, tmp_path / "machine-a", storage_url=url)
+    here = SweepRunner(spec, tmp_path / "machine-b", storage_url=url, say=lambda line: None)
+    study = elsewhere.study(0)
+    live, dead = study.ask(elsewhere.space), study.ask(elsewhere.space)
+    for trial, beat_age in ((live, 5.0), (dead, 200.0)):
+        trial.set_user_attr("runner", "other-runner")
+        trial.set_user_attr("host", "another-host")
+        trial.set_user_attr("heartbeat", time.time() - beat_age)
+    here.recover_stale(here.study(0))
+    states = {t.number: t.state for t in here.study(0).get_trials()}
+    assert states[live.number] == optuna.trial.TrialState.RUNNING
+    assert states[dead.number] == optuna.trial.TrialState.FAIL
+    queued = [t for t in here.study(0).get_trials() if t.state == optuna.trial.TrialState.WAITING]
+    assert [t.user_attrs["rerun_of"] for t in queued] == [dead.number]  # its parameters are queued again
