@@ -156,6 +156,7 @@ def test_a_bad_storage_url_is_one_line(tmp_path: Path):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("vitlight: error: sweep: cannot open --storage postgresql+psycopg://nobody:***@/x") and "secret" not in line
+    assert not (tmp_path / "runs").exists()  # no sweep folder tied to a URL that does not work
 
 
 def test_a_trial_on_another_machine_is_alive_while_its_heartbeat_in_the_database_is(tmp_path: Path):

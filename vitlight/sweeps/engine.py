@@ -164,8 +164,9 @@ class SweepRunner:
         self.interpreter = interpreter
         self.poll_s = poll_s
         self.say = say
+        database = open_database(storage_url) if storage_url else None  # a URL that fails leaves no folder behind
         self.sweep_id = open_folder(spec, folder, storage_url)
-        self.storage = storage(folder, storage_url)
+        self.storage = database or storage(folder)
         self.space = space.search_space(spec)
         self.stop = threading.Event()
         self.result = RunnerResult()
