@@ -24,6 +24,7 @@ from vitlight.checkpoints import ConfigInCheckpoint
 from vitlight.console import quiet_console, quiet_trainer
 from vitlight import cli_errors
 from vitlight.cli_errors import format_parse_error
+from vitlight.cluster import Launch, agree, check_devices, external_launch, fill_num_nodes
 from vitlight.errors import ConfigError, VitlightError
 from vitlight.logging_wandb import apply_wandb_mode, redact_secrets, update_unlocked
 from vitlight.precision import apply_matmul_precision, resolve_precision, will_use_cuda
@@ -126,6 +127,7 @@ def _as_list(value: Any) -> list[Any]:
 class VitlightCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self.run_folder: RunFolder | None = None
+        self.launch: Launch | None = None
         self.best_validation = BestValidationMetrics()
         self.summary: dict[str, Any] = {}
         self.start_record: dict[str, Any] = {}
@@ -158,12 +160,19 @@ class VitlightCLI(LightningCLI):
         config = self.config[self.subcommand]
         experiment = config.experiment or _experiment_name(config.get("config"))
         runs_dir = Path(config.runs_dir).expanduser()
-        # an online `wandb agent` names the run it expects through WANDB_RUN_ID
-        run_id, wandb_id = new_run_id(), os.environ.get("WANDB_RUN_ID") or new_wandb_id()
-        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
-            run_id, wandb_id, config.ckpt_path = self._resume_target(runs_dir, experiment)
-            print(f"vitlight: resuming run {experiment}/{run_id} (W&B run {wandb_id}) from {config.ckpt_path}", file=sys.stderr)
-        if os.environ.get("LOCAL_RANK") and os.environ.get(RUN_ID_ENV):
+        self.launch = external_launch()
+        if self.launch is not None:  # torchrun or srun started every process: rank 0 decides for the job
+            fill_num_nodes(config.trainer, self.launch)
+            check_devices(config.trainer.get("devices"), int(config.trainer.num_nodes), self.launch)
+            identity = agree(self.launch, lambda: self._run_identity(config, runs_dir, experiment))
+        else:
+            identity = self._run_identity(config, runs_dir, experiment)
+        run_id, wandb_id = identity["run_id"], identity["wandb_id"]
+        if identity["ckpt_path"] is not None:
+            config.ckpt_path = identity["ckpt_path"]
+            if self.launch is None or self.launch.rank == 0:
+                print(f"vitlight: resuming run {experiment}/{run_id} (W&B run {wandb_id}) from {config.ckpt_path}", file=sys.stderr)
+        if self.launch is None and os.environ.get("LOCAL_RANK") and os.environ.get(RUN_ID_ENV):
             # a DDP worker that Lightning re-launched: join rank 0's run folder and W&B run
             run_id, wandb_id = os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV]
         os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV] = run_id, wandb_id
@@ -177,12 +186,20 @@ class VitlightCLI(LightningCLI):
         _scrub_api_key(config)  # nothing built from the config (W&B notes, tags, ...) may carry the key
         self._point_trainer_at_run_folder(config.trainer)
         mode, reason = apply_wandb_mode()
-        if self._uses_wandb(config.trainer):
+        if self._uses_wandb(config.trainer) and (self.launch is None or self.launch.rank == 0):  # said once per job
             where = self.run_folder.path / "wandb"
             if mode == "offline":
                 print(f"W&B: offline ({reason}); run files in {where}; upload later with `wandb sync {where}/offline-run-*`", file=sys.stderr)
             else:
                 print(f"W&B: {mode} ({reason}); run files in {where}", file=sys.stderr)
+
+    def _run_identity(self, config: Any, runs_dir: Path, experiment: str) -> dict[str, Any]:
+        """A new run, or with `--ckpt_path last` the latest run of the experiment and its last.ckpt."""
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            run_id, wandb_id, checkpoint = self._resume_target(runs_dir, experiment)
+            return {"run_id": run_id, "wandb_id": wandb_id, "ckpt_path": checkpoint}
+        # an online `wandb agent` names the run it expects through WANDB_RUN_ID
+        return {"run_id": new_run_id(), "wandb_id": os.environ.get("WANDB_RUN_ID") or new_wandb_id(), "ckpt_path": None}
 
     def _resume_target(self, runs_dir: Path, experiment: str) -> tuple[str, str, str]:
         previous = latest_run(runs_dir, experiment)
@@ -248,7 +265,8 @@ class VitlightCLI(LightningCLI):
         return [NonFiniteLossGuard(checkpoints), RandomStates(), PreemptionCheckpoint(checkpoints), StepCheckpoint(checkpoints, every)]
 
     def _run_subcommand(self, subcommand: str) -> None:
-        self.run_folder.create()
+        if self.launch is None or self.launch.rank == 0:  # rank-0-only writes: the other nodes may not share the disk
+            self.run_folder.create()
         if self.trainer.is_global_zero:  # the run's identity is on disk before any work, whatever ends it
             self.start_record = write_start_record(self.run_folder, subcommand, self.config[subcommand].get("seed_everything"))
         extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config())]

@@ -3,13 +3,15 @@
     vitlight sweep sweeps/scaling_data_mini.yaml --workers 1
     vitlight sweep sweeps/vit_hparams_bayes.yaml --count 20 --workers 2
     vitlight sweep sweeps/scaling_data.yaml --check        # validate only
+    vitlight sweep sweeps/scaling_data.yaml --offline --storage postgresql://user:pw@dbhost/sweeps
 
 The file is checked first (method, distributions, and every parameter name with the
 command's own parser); a bad file ends in one line listing the bad names. With W&B
 credentials (and without --offline) the sweep is created on the server and `wandb agent`s
 run it; otherwise it runs on Optuna with its storage in the sweep folder (default
 runs/sweeps/<name>/), which several runners, here or on machines sharing the folder, can
-work on together. Starting it again resumes it.
+work on together, or, with --storage URL, in a database that runners on many machines
+share (compute nodes without internet). Starting it again resumes it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", default=None, help="sweep folder (default: SWEEPS_DIR/<sweep name>)")
     p.add_argument("--sweeps_dir", default="runs/sweeps", help="where sweep folders go")
     p.add_argument("--offline", action="store_true", help="run on Optuna here even with W&B credentials")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage URL shared by every runner (postgresql://, mysql://, sqlite:///...; "
+                        "implies --offline; default: the journal file in the sweep folder)")
     p.add_argument("--check", action="store_true", help="only check the file, run nothing")
     p.add_argument("--project", default=None, help="W&B project (online; default: the file's, else vitlight)")
     p.add_argument("--entity", default=None, help="W&B entity (online; default: the file's, else your default)")
@@ -65,20 +70,25 @@ def main(argv: list[str]) -> int:
         return 0
     folder = Path(args.folder or Path(args.sweeps_dir) / spec.name).expanduser()
     mode, reason = choose_wandb_mode()
-    if mode == "online" and not args.offline:
+    if mode == "online" and not args.offline and not args.storage:  # a storage URL means the offline engine
         from vitlight.sweeps.agent import run_online
 
         _say(f"W&B: online ({reason})")
         return run_online(spec, folder, args.count, args.workers, args.project, args.entity, _say)
-    return _run_offline(spec, folder, args.count, args.workers, reason if not args.offline else "--offline")
+    why = "--offline" if args.offline else "--storage" if args.storage else reason
+    return _run_offline(spec, folder, args.count, args.workers, why, args.storage)
 
 
-def _run_offline(spec, folder: Path, count: int | None, workers: int, reason: str) -> int:
-    from vitlight.sweeps.engine import SweepRunner, describe
+def _run_offline(spec, folder: Path, count: int | None, workers: int, reason: str, storage_url: str | None = None) -> int:
+    from vitlight.sweeps.engine import SweepRunner, describe, redact_url
 
-    runner = SweepRunner(spec, folder, count=count, workers=workers, say=_say)
-    _say(f"sweep {runner.sweep_id}: offline on Optuna ({reason}); folder {folder}; W&B group {runner.sweep_id}")
-    _say(f"  resume or join (another shell or a machine sharing the folder): vitlight sweep {spec.path} --folder {folder} --offline")
+    runner = SweepRunner(spec, folder, count=count, workers=workers, say=_say, storage_url=storage_url)
+    kept = f"storage {redact_url(storage_url)}" if storage_url else "storage in the folder"
+    _say(f"sweep {runner.sweep_id}: offline on Optuna ({reason}); folder {folder}; {kept}; W&B group {runner.sweep_id}")
+    if storage_url:
+        _say(f"  join from any machine that reaches the database: vitlight sweep {spec.path} --offline --storage {redact_url(storage_url)}")
+    else:
+        _say(f"  resume or join (another shell or a machine sharing the folder): vitlight sweep {spec.path} --folder {folder} --offline")
 
     def stop(signum, frame) -> None:
         _say(f"stopping ({signal.Signals(signum).name}): the running trials end now and are queued again")
@@ -92,7 +102,7 @@ def _run_offline(spec, folder: Path, count: int | None, workers: int, reason: st
             signal.signal(sig, handler)
     _say(f"this runner: {result.started} started, {result.finished} finished, {result.failed} failed, {result.pruned} stopped early")
     _say("trials of the sweep:")
-    for line in describe(folder, spec):
+    for line in describe(folder, spec, storage_url):
         _say(line)
     return 130 if result.stopped else 0
 

@@ -1,10 +1,16 @@
-"""The offline sweep runner: a W&B sweep file run on Optuna, with its storage in the sweep folder.
+"""The offline sweep runner: a W&B sweep file run on Optuna, with its storage in the sweep folder
+or in a database that runners on many machines share.
 
     runs/sweeps/<name>/
-      sweep.json       the sweep id (`<name>-<digest of the search>`), written once
+      sweep.json       the sweep id (`<name>-<digest of the search>`) and its storage, written once
       sweep.yaml       the sweep file as it was when the sweep started
-      optuna.journal   Optuna's journal storage: every runner sharing the folder runs one sweep
+      optuna.journal   Optuna's journal storage (the default): every runner sharing the folder runs one sweep
       trials/NNNN/     one folder per trial (see vitlight.sweeps.trial)
+
+With `--storage URL` (any Optuna storage URL: postgresql://, mysql://, sqlite:///) the trials live in
+that database instead, under the sweep id as the study name; every runner given the same URL works on
+the same sweep, whether or not the machines share the sweep folder. A grid is shuffled once, by a seed
+taken from the sweep id: trial k is entry k of the same shuffle for every runner, so no point runs twice.
 
 Starting the runner again on the same folder resumes the sweep: finished trials stay done;
 a trial whose runner died (its heartbeat stopped, or its process is gone on this host) is
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -31,6 +38,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from vitlight.errors import ConfigError
 from vitlight.runs import write_json_atomic
 from vitlight.sweeps import space
 from vitlight.sweeps.macros import expand
@@ -47,14 +55,15 @@ PROGRESS_CALLBACK = "--trainer.callbacks+=vitlight.sweeps.progress.ProgressFile"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def open_folder(spec: SweepSpec, folder: Path) -> str:
-    """Creates the sweep folder (or checks that it holds this sweep) and returns the sweep id."""
+def open_folder(spec: SweepSpec, folder: Path, storage_url: str | None = None) -> str:
+    """Creates the sweep folder (or checks that it holds this sweep, kept in this storage) and returns the sweep id."""
     folder.mkdir(parents=True, exist_ok=True)
     info_path = folder / INFO_FILE
     digest = spec.digest()
+    kept_in = redact_url(storage_url) if storage_url else STORAGE_FILE
     if not info_path.exists():
         info = {"id": f"{spec.name}-{digest}", "name": spec.name, "digest": digest, "file": str(spec.path),
-                "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+                "storage": kept_in, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
         try:
             with open(info_path, "x") as stream:  # exclusive: two runners starting at once agree on one id
                 json.dump(info, stream, indent=2)
@@ -67,13 +76,60 @@ def open_folder(spec: SweepSpec, folder: Path) -> str:
             f"sweep folder {str(folder)!r} holds sweep {info.get('id')!r}, started from another version of "
             f"{spec.path} (its copy: {folder / 'sweep.yaml'}); pass --folder NEW to start a new sweep, or restore the file to resume"
         )
+    recorded = info.get("storage", STORAGE_FILE)
+    if recorded != kept_in:  # a runner on another storage would silently start a second sweep
+        hint = "leave out --storage" if recorded == STORAGE_FILE else f"pass --storage {recorded} (with its password)"
+        raise SweepSpecError(f"sweep folder {str(folder)!r} keeps its trials in {recorded}, not {kept_in}; {hint}, "
+                             f"or pass --folder NEW for a new sweep")
     return info["id"]
 
 
-def storage(folder: Path) -> optuna.storages.JournalStorage:
-    from optuna.storages.journal import JournalFileBackend
+def redact_url(url: str) -> str:
+    """The storage URL without its password, for output and sweep.json."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(folder / STORAGE_FILE)))
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def storage(folder: Path, url: str | None = None) -> optuna.storages.BaseStorage:
+    """The journal file in the sweep folder, or the database at `url`."""
+    if url is None:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(folder / STORAGE_FILE)))
+    return open_database(url)
+
+
+def open_database(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage; runners that create its tables at the same moment collide, and the loser retries."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            # pre-ping: a sweep runs for days, and databases drop idle connections
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+            if attempt == attempts - 1:
+                raise ConfigError(f"sweep: --storage {redact_url(url)}: {_first_line(error)}") from None
+            time.sleep(0.2 + random.random() * 0.5)  # the other runner finishes creating the tables meanwhile
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+            raise ConfigError(f"sweep: cannot open --storage {redact_url(url)}: {_first_line(error)} "
+                              f"(valid: an Optuna storage URL such as postgresql://user:password@host/db, "
+                              f"mysql://user:password@host/db or sqlite:///path/to/file.db)") from None
+    raise AssertionError("unreachable")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _seed(text: str) -> int:
+    return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
 
 
 @dataclass
@@ -98,16 +154,19 @@ class SweepRunner:
         interpreter: str = sys.executable,
         poll_s: float = 1.0,
         say: Callable[[str], None] = print,
+        storage_url: str | None = None,
     ) -> None:
         self.spec = spec
         self.folder = folder
+        self.storage_url = storage_url
         self.count = count
         self.workers = max(1, workers)
         self.interpreter = interpreter
         self.poll_s = poll_s
         self.say = say
-        self.sweep_id = open_folder(spec, folder)
-        self.storage = storage(folder)
+        database = open_database(storage_url) if storage_url else None  # a URL that fails leaves no folder behind
+        self.sweep_id = open_folder(spec, folder, storage_url)
+        self.storage = database or storage(folder)
         self.space = space.search_space(spec)
         self.stop = threading.Event()
         self.result = RunnerResult()
@@ -120,8 +179,10 @@ class SweepRunner:
     def study(self, worker: int) -> optuna.Study:
         study = optuna.create_study(storage=self.storage, study_name=self.sweep_id, direction=space.direction(self.spec),
                                     load_if_exists=True)
-        text = f"{self.sweep_id}:{len(study.trials)}:{worker}:{self._token}"  # distinct per runner and worker
-        seed = int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
+        if self.spec.method == "grid":  # one shuffle for every runner and worker: trial k is grid entry k
+            seed = _seed(self.sweep_id)
+        else:  # random and bayes draw differently in each runner and worker
+            seed = _seed(f"{self.sweep_id}:{len(study.trials)}:{worker}:{self._token}")
         return optuna.load_study(study_name=self.sweep_id, storage=self.storage, sampler=space.sampler(self.spec, seed),
                                  pruner=space.pruner(self.spec))
 
@@ -140,6 +201,9 @@ class SweepRunner:
             if trial.state != TrialState.RUNNING or trial.user_attrs.get("runner") == self._token:
                 continue
             age = heartbeat_age(self.trial_dir(trial.number))
+            if "heartbeat" in trial.user_attrs:  # kept in the database: runners elsewhere may not share the folder
+                in_storage = time.time() - float(trial.user_attrs["heartbeat"])
+                age = in_storage if age is None else min(age, in_storage)
             if age is None and trial.datetime_start is not None:  # asked for, never started
                 age = time.time() - trial.datetime_start.timestamp()
             same_host = trial.user_attrs.get("host") == self._host
@@ -219,8 +283,9 @@ class SweepRunner:
         self.say(f"trial {number}: started  {shown}")
         self.result.started += 1
         report = self._reporter(trial) if spec.hyperband is not None else None
+        beat = (lambda: trial.set_user_attr("heartbeat", time.time())) if self.storage_url else None
         outcome = run_trial(argv, trial_dir, self._env(trial_dir), spec.metric, self.stop, report=report,
-                            on_start=lambda pid: trial.set_user_attr("trial_pid", pid), poll_s=self.poll_s)
+                            on_start=lambda pid: trial.set_user_attr("trial_pid", pid), poll_s=self.poll_s, on_beat=beat)
         self._record(study, trial, trial_dir, outcome)
 
     def _env(self, trial_dir: Path) -> dict[str, str]:
@@ -279,9 +344,9 @@ class SweepRunner:
         write_json_atomic(trial_dir / "trial.json", {**previous, **record})
 
 
-def describe(folder: Path, spec: SweepSpec) -> list[str]:
-    """One line per trial of the sweep in `folder`, best first among the finished ones."""
-    study = optuna.load_study(study_name=open_folder(spec, folder), storage=storage(folder))
+def describe(folder: Path, spec: SweepSpec, storage_url: str | None = None) -> list[str]:
+    """One line per trial of the sweep in `folder` (or in the database at `storage_url`), in trial order."""
+    study = optuna.load_study(study_name=open_folder(spec, folder, storage_url), storage=storage(folder, storage_url))
     trials = study.get_trials(deepcopy=False)
     replaced = SweepRunner._replaced(trials)
     lines = []

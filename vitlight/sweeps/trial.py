@@ -103,11 +103,15 @@ def run_trial(
     cwd: str | None = None,
     poll_s: float = 1.0,
     heartbeat_s: float = 5.0,
+    on_beat: Callable[[], None] | None = None,
 ) -> TrialResult:
-    """Runs argv until it exits, the runner is stopped, or `report(value, iteration)` says prune."""
+    """Runs argv until it exits, the runner is stopped, or `report(value, iteration)` says prune.
+    `on_beat` is called with every heartbeat (the engine records one in a shared database)."""
     trial_dir.mkdir(parents=True, exist_ok=True)
     heartbeat = trial_dir / HEARTBEAT_FILE
     touch(heartbeat)
+    if on_beat is not None:
+        on_beat()
     reader = ProgressReader(trial_dir / PROGRESS_FILE, metric)
     result = TrialResult(exit_code=None)
     started = time.time()
@@ -136,6 +140,8 @@ def run_trial(
                 break
             if time.time() - last_beat >= heartbeat_s:
                 touch(heartbeat)
+                if on_beat is not None:
+                    on_beat()
                 last_beat = time.time()
             stop.wait(poll_s)
     result.exit_code = process.returncode
