@@ -72,7 +72,7 @@ def _in_own_session(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_two_process_run_killed_and_resumed_equals_the_uninterrupted_one(images: Path, tmp_path: Path):
-    steps = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--data.train_size", "48",
+    steps = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--data.train_size", "24",
              "--data.batch_size", "4", "--checkpoint_every_n_steps", "1", "--trainer.deterministic", "true",
              "--model.init_args.mixup_alpha", "0.8"]
     straight = run_vitlight(*ddp_args(images, tmp_path / "straight", *steps), env=ENV, cwd=tmp_path)
