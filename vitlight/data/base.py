@@ -351,10 +351,19 @@ class ImageDataModule(L.LightningDataModule):
             from torchdata.stateful_dataloader import StatefulDataLoader as loader_class
         except ImportError:  # e.g. a benchmark machine without torchdata: resumes restart the epoch
             loader_class = DataLoader
+        dataset = self.dataset(split)
+        sampler = None
+        if shuffle and self.trainer is not None and self.trainer.world_size > 1:
+            # torch's own RandomSampler, which Lightning replaces by a DistributedSampler seeded by the
+            # run's seed and the epoch: every rank shuffles alike and takes its own shard, also after a
+            # resume. (The stateful loader's sampler is another class, which Lightning would wrap, and
+            # each rank's wrapped sampler would draw its own order from its own generator.)
+            sampler, shuffle = torch.utils.data.RandomSampler(dataset), False
         return loader_class(
-            self.dataset(split),
+            dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
