@@ -154,15 +154,15 @@ class Run:
         return out
 
     def config(self, name: str) -> None:
-        synthetic_rate = None
+        rates = {}
         for mode in self.args.modes:
             row = self.row(name, mode, "synthetic")
             if row["status"] == "ok":
-                synthetic_rate = row["rate"]
+                rates[mode] = row["rate"]
         if name in self.args.data_dirs:
             # real data through the compiled step where it ran, else the eager one
-            mode = "compile" if "compile" in self.args.modes and (self.cuda or self.args.compile) else self.args.modes[0]
-            self.row(name, mode, "real", synthetic_rate)
+            mode = "compile" if "compile" in rates else "eager"
+            self.row(name, mode, "real", rates.get(mode))
 
     def row(self, name: str, mode: str, data: str, synthetic_rate: float | None = None) -> dict:
         cfg, args = CONFIGS[name], self.args
