@@ -216,8 +216,8 @@ def measure_fit(module: L.LightningModule, datamodule: L.LightningDataModule, tr
     trainer.fit(module, datamodule=datamodule)
     if clock.seconds is None:
         raise RuntimeError(f"training stopped after {clock.batches} of {warmup + steps} steps")
-    batch = datamodule.batch_size * int(trainer_section.get("accumulate_grad_batches") or 1)
-    row = {"step_ms": clock.seconds / steps * 1e3, "rate": batch * steps / clock.seconds}
+    # a "step" here is one batch (forward and backward), whatever the gradient accumulation
+    row = {"step_ms": clock.seconds / steps * 1e3, "rate": datamodule.batch_size * steps / clock.seconds}
     if clock.peak_bytes is not None:
         row["peak_gib"] = clock.peak_bytes / 2**30
     if clock.syncs is not None:
