@@ -158,3 +158,43 @@ def test_gpu_run_measures_memory_mfu_and_syncs(tmp_path):
     assert row["status"] == "ok", row
     assert row["precision"] == "bf16-mixed" and row["peak_gib"] > 0 and 0 < row["mfu_matmul"] < 1
     assert "syncs_per_step" in row
+
+
+def _tiny_classifier():
+    from vitlight.tasks import ImageClassifier
+
+    return ImageClassifier(model_name="vit_tiny_patch16_224", model_kwargs={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+                           num_classes=4, image_size=16, lr_scheduler=None)
+
+
+def test_host_syncs_are_counted_per_step_in_vitlights_code_only(tmp_path):
+    _bench()
+    import gpu_measure
+    import vitlight
+
+    class Like:
+        num_classes, image_size, channels = 4, 16, 3
+
+    def fit(module):
+        data = gpu_measure.SyntheticImages(Like(), batch_size=2, batches=8, uint8=gpu_measure.hands_over_uint8(module))
+        return gpu_measure.measure_fit(module, data, {}, torch.device("cpu"), "32-true", warmup=1, steps=2, count=3)
+
+    baseline = fit(_tiny_classifier())
+    # one .item() per step from a function whose code lives in vitlight's folder (counted), one from here (not)
+    source = "def read(loss):\n    return loss.item()\n"
+    namespace: dict = {}
+    exec(compile(source, str(Path(vitlight.__file__).parent / "injected.py"), "exec"), namespace)
+    module = _tiny_classifier()
+    step = module.training_step
+
+    def training_step(*args):
+        loss = step(*args)
+        namespace["read"](loss.detach())
+        loss.detach().item()
+        return loss
+
+    module.training_step = training_step
+    measured = fit(module)
+    assert measured["syncs_per_step"] == pytest.approx(baseline["syncs_per_step"] + 1)
+    assert measured["syncs_by_caller"]["item at injected.py:2"] == 3
+    assert measured["step_ms"] > 0 and measured["rate"] > 0 and "peak_gib" not in measured
