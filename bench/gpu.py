@@ -24,7 +24,6 @@ import gc
 import inspect
 import logging
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -235,9 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_float32_matmul_precision("high")  # TF32, as vitlight fit sets it on CUDA
     run = Run(args)
     run.ceilings()
-    with tempfile.TemporaryDirectory(prefix="vitlight-gpu-bench-"):
-        for name in (n for n in CONFIGS if n in args.only):
-            run.config(name)
+    for name in (n for n in CONFIGS if n in args.only):
+        run.config(name)
     run.write()
     print(gpu_report.markdown(run.report), end="")
 
