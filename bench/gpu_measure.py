@@ -93,7 +93,7 @@ class SyntheticImages(L.LightningDataModule):
     """Random images of the experiment data's shape, classes and normalisation, for any module.
 
     Mirrors the attributes a vitlight module reads from its data (num_classes, image_size,
-    channels, transform_settings); hands over uint8 (B, C, S, S) and int64 labels, or
+    channels, transform_settings, device_finish); hands over uint8 (B, C, S, S) and int64 labels, or
     normalised float32 where the module does not finish uint8 batches (`hands_over_uint8`)."""
 
     def __init__(self, like: Any, batch_size: int, batches: int, uint8: bool, pin_memory: bool = False) -> None:
@@ -102,6 +102,8 @@ class SyntheticImages(L.LightningDataModule):
         self.transform_settings = getattr(like, "transform_settings", None)
         self.batch_size, self.batches, self.uint8, self.pin_memory = batch_size, batches, uint8, pin_memory
         self.classes = [str(i) for i in range(self.num_classes)]
+        if hasattr(like, "device_finish"):  # the contract: the module asks its data module how to finish uint8 on the device
+            self.device_finish = like.device_finish
 
     def _pool(self) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(0)
