@@ -1,4 +1,5 @@
-"""bench/gpu.py runs on a CPU with tiny shapes and writes its documented fields (not a speed check)."""
+"""bench/gpu.py runs on a CPU with tiny shapes through vitlight's own modules, data modules and a
+Lightning Trainer, and writes its documented fields (not a speed check)."""
 
 import importlib.util
 import json
@@ -10,11 +11,27 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.data.conftest import cifar_batches
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench" / "gpu.py"
 NOT_MEASURED = "not measured on a GPU yet"
 # The GPU machine lacks these; the bench must run without them (import blocked, as if not installed).
 MISSING_THERE = ("wandb", "datasets", "jsonargparse", "mlxtend", "optuna", "torchdata")
+
+
+# As if not installed: imports fail and the packages' metadata is not found (Lightning decides
+# whether to import jsonargparse from the metadata).
+NOT_INSTALLED = """import importlib.metadata as md, sys
+def guard(real):
+    def check(name, *args, **kwargs):
+        if name.lower().replace('_', '-') in {block!r}:
+            raise md.PackageNotFoundError(name)
+        return real(name, *args, **kwargs)
+    return check
+md.version, md.distribution = guard(md.version), guard(md.distribution)
+for name in {block!r}: sys.modules[name] = None
+"""
 
 
 def _bench():
@@ -25,59 +42,55 @@ def _bench():
     return module
 
 
-def _run(args: list[str], tmp_path: Path, prelude: str = "") -> subprocess.CompletedProcess:
+def _run(args: list[str], cwd: Path, block: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    code = f"{prelude}import runpy, sys; sys.argv = {[str(BENCH), *args]!r}; runpy.run_path({str(BENCH)!r}, run_name='__main__')"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
+    prelude = NOT_INSTALLED.format(block=block)
+    code = f"{prelude}import runpy; sys.argv = {[str(BENCH), *args]!r}; runpy.run_path({str(BENCH)!r}, run_name='__main__')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
 
-def test_tiny_cpu_run_writes_every_field_to_json_markdown_and_stdout(tmp_path):
-    proc = _run(["--device", "cpu", "--tiny", "--profile", "always", "--out", "r.json", "--out", "r.md"], tmp_path)
+def test_tiny_cpu_run_without_the_gpu_machines_missing_packages_writes_every_field(tmp_path):
+    cifar = cifar_batches(tmp_path / "data", per_batch=20)
+    proc = _run(["--device", "cpu", "--tiny", "--data_dir", f"igpt_s={cifar}", "--workers", "0",
+                 "--out", "r.json", "--out", "r.md"], tmp_path, block=MISSING_THERE)
     report = json.loads((tmp_path / "r.json").read_text())
     env = report["environment"]
-    assert env["device"] == "cpu" and env["tiny"] and env["command"].startswith("python ") and env["date"]
-    assert report["matmul"]["tflops"] > 0 and report["matmul"]["size"] == 256
-    steps = {(r["config"], r["mode"]): r for r in report["steps"]}
-    assert set(steps) == {(name, mode) for name in ("vit_b16", "vit_s16", "resnet50", "igpt_s") for mode in ("eager", "compile")}
-    for name in ("vit_b16", "vit_s16", "resnet50", "igpt_s"):
-        row = steps[name, "eager"]
+    assert env["device"] == "cpu" and env["tiny"] and env["precision"] == "32-true" and env["command"].startswith("python ")
+    assert report["ceilings"]["matmul_tflops"] > 0 and report["ceilings"]["datasheet_tflops"] is None
+    rows = {(r["config"], r["mode"], r["data"]): r for r in report["rows"]}
+    expected = {(name, mode, "synthetic") for name in ("vit_b16", "igpt_s", "resnet50") for mode in ("eager", "compile")}
+    assert set(rows) == expected | {("igpt_s", "eager", "real")}
+    for name in ("vit_b16", "igpt_s", "resnet50"):
+        row = rows[name, "eager", "synthetic"]
         assert row["status"] == "ok", row
-        assert row["step_ms"] > 0 and row["step_ms_loss_check"] > 0 and row["rate"] > 0 and row["flops_per_step"] > 0 and 0 < row["mfu"] and row["tflops"] > 0
-        assert row["unit"] == ("tokens/s" if name == "igpt_s" else "images/s")
-        assert row["profile"]["shares"] and row["profile"]["top"] and row["diagnosis"]
-        assert steps[name, "compile"]["status"] == "skipped"
-    pipelines = {r["pipeline"]: r for r in report["real_data"]}
-    assert "cache + GPU augmentation" in pipelines and "no --data_dir given" in report["real_data_origin"]
-    for row in pipelines.values():
-        assert row["status"] == "ok", row
-        assert row["rate"] > 0 and row["ratio"] > 0 and row["loader_only_rate"] > 0 and 0 <= row["data_wait_fraction"] <= 1
+        assert row["batch"] == 2 and row["step_ms"] > 0 and row["rate"] > 0 and row["flops_per_step"] > 0
+        assert row["tflops"] > 0 and row["mfu_matmul"] > 0 and row["mfu_datasheet"] is None
+        assert row["syncs_per_step"] == sum(row["syncs_by_caller"].values()) / 2  # 2 counted steps
+        assert rows[name, "compile", "synthetic"]["status"] == "skipped"
+    assert rows["igpt_s", "eager", "synthetic"]["tokens_per_s"] == pytest.approx(rows["igpt_s", "eager", "synthetic"]["rate"] * 64)
+    real = rows["igpt_s", "eager", "real"]
+    assert real["status"] == "ok", real
+    assert real["loader_rate"] > 0 and real["rate"] > 0
+    assert real["real_ratio"] == pytest.approx(real["rate"] / rows["igpt_s", "eager", "synthetic"]["rate"])
+    assert "syncs_per_step" not in real  # counted on synthetic eager rows only
     assert [g["status"] for g in report["goals"]] == [NOT_MEASURED] * 3
     markdown = (tmp_path / "r.md").read_text()
-    assert "| model | mode | batch | step ms (with loss check) | throughput | GFLOP/step | TFLOP/s | MFU | peak GiB | status |" in markdown
-    assert "| ViT-B/16 step fed by |" in markdown and f"| {NOT_MEASURED} |" in markdown
+    assert "| model | mode | data | batch | precision | step ms | images/s | loader alone images/s |" in markdown
+    assert f"| {NOT_MEASURED} |" in markdown and "| host syncs in vitlight's code |" in markdown
     assert markdown in proc.stdout
-
-
-def test_runs_without_the_packages_the_gpu_machine_lacks(tmp_path):
-    # vitlight.data is blocked too, as where its torchdata import fails: a plain memmap cache stands in
-    block = f"import sys\nfor name in {(*MISSING_THERE, 'vitlight.data')!r}: sys.modules[name] = None\n"
-    _run(["--device", "cpu", "--tiny", "--only", "vit_b16,real_data", "--modes", "eager", "--out", "r.json"], tmp_path, block)
-    report = json.loads((tmp_path / "r.json").read_text())
-    assert [r["status"] for r in report["steps"]] == ["ok"]
-    assert report["real_data"][0]["status"] == "ok"
-    assert "uint8 memmap" in report["real_data_origin"]
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--only", "vit_b16,alexnet"], "--only alexnet: choose from vit_b16, igpt_s, vit_s16, resnet50, real_data"),
-        (["--only", "real_data"], "--only real_data needs vit_b16 too"),
+        (["--only", "vit_b16,alexnet"], "--only alexnet: choose from vit_b16, igpt_s, resnet50"),
         (["--modes", "jit"], "--modes jit: choose from eager, compile"),
         (["--out", "r.csv"], "--out r.csv: each file must end in .md or .json"),
         (["--batch", "vit_b16=x"], "--batch vit_b16=x: write name=size pairs"),
+        (["--data_dir", "alexnet=."], "--data_dir alexnet=.: NAME must be one of vit_b16, igpt_s, resnet50"),
+        (["--data_dir", "no/such/folder"], "--data_dir no/such/folder: no/such/folder does not exist"),
     ],
 )
 def test_bad_arguments_end_in_one_line(argv, message, capsys):
@@ -87,59 +100,101 @@ def test_bad_arguments_end_in_one_line(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_gpu_augmentation_is_exact_for_the_identity_and_the_flip():
+def test_data_dir_for_all_configs_and_for_one():
     bench = _bench()
-    images = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
-    expected = images.permute(0, 3, 1, 2).float() / 255
-    zero, one, half, quarter = (torch.full((1, 3, 1, 1), v) for v in (0.0, 1.0, 0.5, 0.25))
-    theta = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).repeat(3, 1, 1)
-    assert torch.allclose(bench.gpu_augment(images, theta, 8, zero, one), expected, atol=1e-6)
-    theta[:, 0, 0] = -1
-    assert torch.allclose(bench.gpu_augment(images, theta, 8, zero, one), expected.flip(-1), atol=1e-6)
-    out = bench.gpu_augment(images, bench.crop_params(3, torch.device("cpu")), 16, half, quarter)
-    assert out.shape == (3, 3, 16, 16) and out.dtype == torch.float32 and out.abs().max() <= 2.0 + 1e-5
+    args = bench._parse(["--device", "cpu", "--data_dir", ".", "--data_dir", "igpt_s=/"])
+    assert args.data_dirs == {"vit_b16": ".", "igpt_s": "/", "resnet50": "."}
 
 
-def test_crops_stay_inside_the_image_and_half_are_flipped():
-    theta = _bench().crop_params(4000, torch.device("cpu"), scale_min=0.08)
-    width, height = theta[:, 0, 0].abs(), theta[:, 1, 1]
-    assert width.max() <= 1 and height.max() <= 1 and width.min() > 0.2 and height.min() > 0.2
-    assert (theta[:, 0, 2].abs() <= 1 - width + 1e-6).all() and (theta[:, 1, 2].abs() <= 1 - height + 1e-6).all()
-    assert 0.45 < (theta[:, 0, 0] < 0).float().mean() < 0.55
+@pytest.mark.parametrize(
+    "name, tflops",
+    [("NVIDIA H200", 989), ("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756), ("NVIDIA A100-SXM4-80GB", 312),
+     ("NVIDIA L4", 121), ("NVIDIA A10G", None), ("NVIDIA GeForce RTX 3090", None), (None, None)],
+)
+def test_datasheet_peaks_match_the_device_name(name, tflops):
+    _bench()  # puts bench/ on the path
+    import gpu_measure
+
+    peak = gpu_measure.datasheet_peak(name)
+    assert (peak and peak / 1e12) == tflops
 
 
 def _report(device: str, vit_mfu: float, ratio: float) -> dict:
-    steps = [{"config": "vit_b16", "model": "ViT-B/16 224px", "mode": "compile", "batch": 256, "unit": "images/s", "status": "ok",
-              "note": "", "rate": 1000.0, "mfu": vit_mfu, "diagnosis": "GPU idle 30%"},
-             {"config": "igpt_s", "model": "iGPT-S", "mode": "compile", "batch": 64, "unit": "tokens/s", "status": "failed",
-              "note": "OutOfMemoryError: CUDA out of memory"}]
-    real = [{"pipeline": "cache + GPU augmentation", "mode": "compile", "batch": 256, "workers": 8, "status": "ok", "note": "",
-             "rate": 900.0, "synthetic_rate": 1000.0, "ratio": ratio, "loader_only_rate": 5000.0, "data_wait_fraction": 0.01}]
-    env = {"date": "today", "gpu": "GPU" if device == "cuda" else None, "cpus": 16, "python": "3.12", "torch": "2.11",
+    base = {"mode": "compile", "batch": 256, "precision": "bf16-mixed", "note": ""}
+    rows = [{**base, "config": "vit_b16", "title": "ViT-B/16 224px", "data": "synthetic", "status": "ok", "rate": 1000.0,
+             "mfu_matmul": vit_mfu, "mfu_datasheet": vit_mfu * 0.8, "syncs_by_caller": {"item at reliability.py:10": 3}},
+            {**base, "config": "igpt_s", "title": "iGPT-S", "data": "synthetic", "status": "failed",
+             "note": "OutOfMemoryError: CUDA out of memory"},
+            {**base, "config": "vit_b16", "title": "ViT-B/16 224px", "data": "real", "status": "ok", "rate": 900.0, "real_ratio": ratio}]
+    env = {"date": "today", "gpu": "NVIDIA H200" if device == "cuda" else None, "cpus": 16, "python": "3.12", "torch": "2.11",
            "cuda": "13.0", "timm": "1", "lightning": "2", "vitlight_commit": "abc", "command": "python bench/gpu.py",
            "device": device, "tiny": False}
-    return {"environment": env, "matmul": {"size": 8192, "tflops": 790.0}, "steps": steps, "real_data": real}
+    return {"environment": env, "ceilings": {"matmul_size": 8192, "matmul_tflops": 790.0, "datasheet_tflops": 989.0}, "rows": rows}
 
 
 def test_goals_are_met_missed_or_not_measured_and_failures_show_in_the_table():
-    bench = _bench()
+    _bench()
+    import gpu_report
+
     report = _report("cuda", vit_mfu=0.42, ratio=0.95)
-    goals = bench.goals(report)
+    goals = gpu_report.goals(report)
     assert [(g["status"], g["value"]) for g in goals] == [
         ("missed", 0.42), ("not measured: failed OutOfMemoryError: CUDA out of memory", None), ("met", 0.95)]
-    assert goals[0]["note"] == "GPU idle 30%"
     report["goals"] = goals
-    markdown = bench.markdown(report)
-    assert "| iGPT-S | compile | 64 | - | - | - | - | - | - | failed: OutOfMemoryError: CUDA out of memory |" in markdown
-    assert "| ViT-B/16 224px MFU with torch.compile | 0.5 | 0.420 | missed | GPU idle 30% |" in markdown
-    assert [g["status"] for g in bench.goals(_report("cpu", 0.9, 1.0))] == [NOT_MEASURED] * 3
+    markdown = gpu_report.markdown(report)
+    assert "| iGPT-S | compile | synthetic | 256 | bf16-mixed | - | - | - | - | - | - | - | - | - | failed: OutOfMemoryError: CUDA out of memory |" in markdown
+    assert "| vit_b16 MFU (measured matmul ceiling), torch.compile | 0.5 | 0.420 | missed |" in markdown
+    assert "| ViT-B/16 224px | compile | item at reliability.py:10 | 3 |" in markdown
+    assert "datasheet dense bf16 989 TFLOP/s" in markdown
+    assert [g["status"] for g in gpu_report.goals(_report("cpu", 0.9, 1.0))] == [NOT_MEASURED] * 3
 
 
 @pytest.mark.gpu
-def test_gpu_run_measures_memory_and_real_data(tmp_path):
+def test_gpu_run_measures_memory_mfu_and_syncs(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    _run(["--only", "vit_b16,real_data", "--modes", "eager", "--steps", "3", "--rounds", "1", "--out", "r.json"], tmp_path)
-    report = json.loads((tmp_path / "r.json").read_text())
-    assert report["steps"][0]["status"] == "ok" and report["steps"][0]["peak_gib"] > 0
-    assert report["real_data"][0]["status"] == "ok" and report["real_data"][0]["augment_ms"] > 0
+    _run(["--only", "vit_b16", "--modes", "eager", "--steps", "3", "--matmul_size", "4096", "--out", "r.json"], tmp_path)
+    row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
+    assert row["status"] == "ok", row
+    assert row["precision"] == "bf16-mixed" and row["peak_gib"] > 0 and 0 < row["mfu_matmul"] < 1
+    assert "syncs_per_step" in row
+
+
+def _tiny_classifier():
+    from vitlight.tasks import ImageClassifier
+
+    return ImageClassifier(model_name="vit_tiny_patch16_224", model_kwargs={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+                           num_classes=4, image_size=16, lr_scheduler=None)
+
+
+def test_host_syncs_are_counted_per_step_in_vitlights_code_only(tmp_path):
+    _bench()
+    import gpu_measure
+    import vitlight
+
+    class Like:
+        num_classes, image_size, channels = 4, 16, 3
+
+    def fit(module):
+        data = gpu_measure.SyntheticImages(Like(), batch_size=2, batches=8, uint8=gpu_measure.hands_over_uint8(module))
+        return gpu_measure.measure_fit(module, data, {}, torch.device("cpu"), "32-true", warmup=1, steps=2, count=3)
+
+    baseline = fit(_tiny_classifier())
+    # one .item() per step from a function whose code lives in vitlight's folder (counted), one from here (not)
+    source = "def read(loss):\n    return loss.item()\n"
+    namespace: dict = {}
+    exec(compile(source, str(Path(vitlight.__file__).parent / "injected.py"), "exec"), namespace)
+    module = _tiny_classifier()
+    step = module.training_step
+
+    def training_step(*args):
+        loss = step(*args)
+        namespace["read"](loss.detach())
+        loss.detach().item()
+        return loss
+
+    module.training_step = training_step
+    measured = fit(module)
+    assert measured["syncs_per_step"] == pytest.approx(baseline["syncs_per_step"] + 1)
+    assert measured["syncs_by_caller"]["item at injected.py:2"] == 3
+    assert measured["step_ms"] > 0 and measured["rate"] > 0 and "peak_gib" not in measured
