@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+from timm.optim import param_groups_weight_decay
 from torch import nn
 
 
-def weight_decay_groups(module: nn.Module) -> list[dict]:
-    """Two groups: weights with two or more dimensions decay; biases, norms, tokens and embeddings of dim < 2 do not.
+def no_weight_decay_names(module: nn.Module) -> set[str]:
+    """Full names of the parameters that every `no_weight_decay()` below ``module`` lists.
 
-    The decaying group takes the optimizer's own `weight_decay`; the other pins it to 0.
+    timm's ViT/DeiT/Swin/PVT list their position embeddings and class tokens there, and
+    vitlight's ImageGPT its position embeddings and SOS vector; a name is relative to the
+    module that lists it, so it is prefixed with that module's path.
     """
-    decay, no_decay = [], []
-    for parameter in module.parameters():
-        if not parameter.requires_grad:
-            continue
-        (decay if parameter.dim() >= 2 else no_decay).append(parameter)
-    groups = [{"params": decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+    names: set[str] = set()
+    for path, child in module.named_modules():
+        listed = getattr(child, "no_weight_decay", None)
+        if callable(listed):
+            prefix = f"{path}." if path else ""
+            names |= {prefix + name for name in listed()}
+    known = {name for name, _ in module.named_parameters()}
+    return names & known
+
+
+def weight_decay_groups(module: nn.Module) -> list[dict]:
+    """[decaying group, non-decaying group] by timm's `param_groups_weight_decay`: biases, norms
+    (every parameter of dim < 2) and the names in `no_weight_decay()` (position embeddings,
+    class/SOS tokens) do not decay.
+
+    The decaying group takes the optimizer's own `weight_decay` (the YAML's value); the other
+    pins it to 0.
+    """
+    groups = param_groups_weight_decay(module, weight_decay=1.0, no_weight_decay_list=no_weight_decay_names(module))
+    decay = [{"params": g["params"]} for g in groups if g["weight_decay"]]  # the optimizer's own value
+    no_decay = [g for g in groups if not g["weight_decay"]]
+    return decay + no_decay
