@@ -6,8 +6,9 @@ once per dataset, cached, and stored in every checkpoint under ``igpt_palette``)
 
 Objectives: ``autoregressive`` is next-pixel cross-entropy over all H*W positions;
 ``bert`` replaces ``mask_fraction`` of the positions by [MASK] and scores those positions only.
-Logged per stage: ``loss`` (the optimized objective; without a classifier the generative loss in
-nats per token) and ``bpd`` (generative nats per token / ln 2). With ``classifier_weight > 0`` a
+Logged per stage: ``loss`` (the optimized objective), ``nats_per_token`` (the generative loss in
+nats per token: the paper's and OpenAI's released models' convention) and ``bits_per_token``
+(the same / ln 2; one token is one pixel's palette colour, not one 8-bit sub-pixel). With ``classifier_weight > 0`` a
 linear head on the average-pooled final features is trained with
 ``classifier_weight * cross_entropy + generative_weight * generative_loss`` (the paper's
 fine-tuning objective) and ``acc``, ``cls_loss`` and ``gen_loss`` are logged as well.
@@ -30,7 +31,7 @@ from vitlight.errors import CheckpointError, ConfigError
 from vitlight.models.igpt import IGPT_PRESETS, IGPTConfig, ImageGPT
 from vitlight.models.palette import Palette
 from vitlight.tasks.optim import weight_decay_groups
-from vitlight.tasks.pixels import Tokenizer, bits_per_dim, check_palette_settings, data_palette, normalization, to_uint8
+from vitlight.tasks.pixels import Tokenizer, bits_per_token, check_palette_settings, data_palette, normalization, to_uint8
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,8 @@ class PixelPretrainer(L.LightningModule):
             self.log(f"{stage}/gen_loss", nll.detach(), on_step=stage == "train", on_epoch=stage != "train", batch_size=len(labels))
         if stage == "train":
             self.log("train/loss", loss, prog_bar=True)
-            self.log("train/bpd", bits_per_dim(nll.detach()))
+            self.log("train/nats_per_token", nll.detach())
+            self.log("train/bits_per_token", bits_per_token(nll.detach()))
         else:
             self.mean_loss[stage].update(loss.detach(), weight=len(labels))
             self.mean_nll[stage].update(nll.detach(), weight=count)
@@ -301,24 +303,26 @@ class PixelPretrainer(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> None:
         self._step(batch, "test", batch_index)
 
-    def _log_bpd(self, stage: str) -> None:
+    def _log_generative_loss(self, stage: str) -> None:
         metric = self.mean_nll[stage]
         if metric.update_count:
-            self.log(f"{stage}/bpd", bits_per_dim(metric.compute()), prog_bar=stage == "val")
+            nats = metric.compute()
+            self.log(f"{stage}/nats_per_token", nats)
+            self.log(f"{stage}/bits_per_token", bits_per_token(nats), prog_bar=stage == "val")
         metric.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_bpd("val")
+        self._log_generative_loss("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_bpd("test")
+        self._log_generative_loss("test")
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
-        """Bits per dimension of each image (B,) (autoregressive; BERT: of its masked positions)."""
+        """Bits per token of each image (B,) (autoregressive; BERT: of its masked positions)."""
         tokens = self.tokenize(batch[0])
         inputs, scored = (tokens, torch.ones_like(tokens, dtype=torch.bool)) if self.model.cfg.causal else self.mask(tokens)
         nll = F.cross_entropy(self.model(inputs).transpose(1, 2), tokens, reduction="none")  # (B, L)
-        return bits_per_dim((nll * scored).sum(1) / scored.sum(1).clamp(min=1))
+        return bits_per_token((nll * scored).sum(1) / scored.sum(1).clamp(min=1))
 
     # ----- completion ----------------------------------------------------------------------
     @torch.no_grad()
