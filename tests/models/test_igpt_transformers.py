@@ -15,11 +15,11 @@ SIDE = 8  # 8x8 images: 64 positions
 COLOURS = 16
 
 
-def _save_random_imagegpt(folder, seed: int = 0, safe_serialization: bool = True):
+def save_random_imagegpt(folder, seed: int = 0, safe_serialization: bool = True, side: int = SIDE):
     """A small random ImageGPTForCausalImageModeling and a processor with random clusters, saved to `folder`."""
     torch.manual_seed(seed)
     config = transformers.ImageGPTConfig(
-        vocab_size=COLOURS + 1, n_positions=SIDE * SIDE, n_embd=32, n_layer=2, n_head=4,
+        vocab_size=COLOURS + 1, n_positions=side * side, n_embd=32, n_layer=2, n_head=4,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
     model = transformers.ImageGPTForCausalImageModeling(config).eval()
@@ -31,7 +31,7 @@ def _save_random_imagegpt(folder, seed: int = 0, safe_serialization: bool = True
                 parameter.normal_(0.0, 0.2)
     model.save_pretrained(folder, safe_serialization=safe_serialization)
     clusters = np.random.default_rng(seed).uniform(-1, 1, (COLOURS, 3)).astype(np.float32)
-    processor = transformers.ImageGPTImageProcessor(clusters=clusters, size={"height": SIDE, "width": SIDE})
+    processor = transformers.ImageGPTImageProcessor(clusters=clusters, size={"height": side, "width": side})
     processor.save_pretrained(folder)
     return model, processor
 
@@ -46,7 +46,7 @@ def _sos(batch: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("safe_serialization", [True, False])
 def test_next_pixel_logits_match_transformers(tmp_path, safe_serialization):
-    theirs, _ = _save_random_imagegpt(tmp_path, safe_serialization=safe_serialization)
+    theirs, _ = save_random_imagegpt(tmp_path, safe_serialization=safe_serialization)
     ours, palette = from_transformers(tmp_path)
     assert ours.cfg.norm == "rmsnorm" and ours.cfg.activation == "quick_gelu" and ours.cfg.sos_in_token_embedding
     assert palette.size == COLOURS
@@ -61,7 +61,7 @@ def test_next_pixel_logits_match_transformers(tmp_path, safe_serialization):
 
 
 def test_greedy_completions_match_transformers_generate(tmp_path):
-    theirs, _ = _save_random_imagegpt(tmp_path, seed=3)
+    theirs, _ = save_random_imagegpt(tmp_path, seed=3)
     ours, _ = from_transformers(str(tmp_path))
     prefix = _tokens(2, SIDE * SIDE // 2, seed=5)
     inputs = torch.cat([_sos(2), prefix], dim=1)
@@ -76,7 +76,7 @@ def test_greedy_completions_match_transformers_generate(tmp_path):
 
 
 def test_palette_quantizes_like_the_processor(tmp_path):
-    _, processor = _save_random_imagegpt(tmp_path)
+    _, processor = save_random_imagegpt(tmp_path)
     _, palette = from_transformers(tmp_path)
     images = np.random.default_rng(7).integers(0, 256, (4, SIDE, SIDE, 3), dtype=np.uint8)
     expected = processor(list(images), return_tensors="pt")["input_ids"]
