@@ -161,6 +161,9 @@ class ImageDataModule(L.LightningDataModule):
         random_crop_padding: int = 0,
         horizontal_flip: bool = False,
         randaugment: str | None = None,
+        interpolation: str = "bilinear",
+        eval_crop_pct: float | None = None,
+        repeated_augmentation: int = 0,
     ) -> None:
         """
         Args:
@@ -181,12 +184,20 @@ class ImageDataModule(L.LightningDataModule):
             random_crop_padding: train-time pad-and-crop (CIFAR style) when > 0.
             horizontal_flip: train-time random horizontal flip.
             randaugment: timm RandAugment string such as "rand-m9-mstd0.5", or None.
+            interpolation: "bilinear" or "bicubic" (DeiT), for resizes and random resized crops.
+            eval_crop_pct: timm's eval transform for validation/test: resize the short side to
+                image_size / eval_crop_pct, then centre crop (DeiT: 0.875, i.e. 256 -> 224); None resizes.
+            repeated_augmentation: timm's RepeatAugSampler with this many augmented copies of each image
+                (DeiT: 3); 0 or 1 is the plain shuffle. Under DDP set trainer.use_distributed_sampler: false
+                (the sampler shards by the trainer's world size and rank itself).
         """
         super().__init__()
         if channels is not None and channels not in (1, 3):
             raise DataError(f"data.channels must be 1 or 3, got {channels}")
         if not 0.0 <= val_fraction < 1.0:
             raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if repeated_augmentation < 0:
+            raise DataError(f"data.repeated_augmentation must be >= 0 (DeiT: 3; 0 or 1 turns it off), got {repeated_augmentation}")
         if image_size is not None and image_size < 4:
             raise DataError(f"data.image_size must be at least 4 pixels, got {image_size}")
         self.data_dir = data_dir
@@ -198,6 +209,7 @@ class ImageDataModule(L.LightningDataModule):
         self.train_size = train_size
         self.val_fraction = val_fraction
         self.seed = seed
+        self.repeated_augmentation = repeated_augmentation
         self.transform_settings = TransformSettings(
             image_size=self.image_size,
             channels=self.channels,
@@ -208,6 +220,8 @@ class ImageDataModule(L.LightningDataModule):
             random_crop_padding=random_crop_padding,
             horizontal_flip=horizontal_flip,
             randaugment=randaugment,
+            interpolation=interpolation,
+            eval_crop_pct=eval_crop_pct,
         )
         self.splits: dict[str, SplitData] = {}
         self.class_counts: dict[str, int] = {}
@@ -307,7 +321,7 @@ class ImageDataModule(L.LightningDataModule):
         use_train = split == "train" if train_transform is None else train_transform
         return SplitDataset(self.splits[split], Pipeline(self.transform_settings, train=use_train), self.channels)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, sampler: Any = None) -> DataLoader:
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
         # a stateful loader records its position, so a mid-epoch checkpoint resumes mid-epoch
         try:
@@ -317,7 +331,8 @@ class ImageDataModule(L.LightningDataModule):
         return loader_class(
             self.dataset(split),
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -325,7 +340,22 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.repeated_augmentation > 1:
+            return self._loader("train", shuffle=False, sampler=self.repeat_sampler())
         return self._loader("train", shuffle=True)
+
+    def repeat_sampler(self):
+        """timm's RepeatAugSampler with explicit replicas and rank (it asks torch.distributed otherwise,
+        which a one-device run has not initialised): the trainer's world size and rank, or 1 and 0."""
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if replicas > 1 and getattr(connector, "use_distributed_sampler", False):
+            raise DataError("data.repeated_augmentation shards the data itself; set trainer.use_distributed_sampler: false")
+        return RepeatAugSampler(self.dataset("train"), num_replicas=replicas, rank=rank, shuffle=True,
+                                num_repeats=self.repeated_augmentation)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
