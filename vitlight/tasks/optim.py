@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from timm.optim import param_groups_weight_decay
 from torch import nn
+from torch.optim import Optimizer
+
+from vitlight.errors import ConfigError
 
 
 def no_weight_decay_names(module: nn.Module) -> set[str]:
@@ -35,3 +38,27 @@ def weight_decay_groups(module: nn.Module) -> list[dict]:
     decay = [{"params": g["params"]} for g in groups if g["weight_decay"]]  # the optimizer's own value
     no_decay = [g for g in groups if not g["weight_decay"]]
     return decay + no_decay
+
+
+def global_batch_size(trainer) -> int:
+    """devices x per-device batch x gradient accumulation (nodes included in the trainer's world size)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    per_device = getattr(datamodule, "batch_size", None)
+    if not isinstance(per_device, int):
+        raise ConfigError("model.base_batch_size scales the learning rate by the global batch; it needs a vitlight data module")
+    return int(trainer.world_size) * per_device * int(trainer.accumulate_grad_batches)
+
+
+def scale_learning_rate(optimizer: Optimizer, trainer, base_batch_size: int) -> tuple[float, int]:
+    """The papers' linear rule, lr = base lr x global batch / base_batch_size (DeiT: 5e-4 at 512;
+    ViT: the table's lr at 4096), applied to every group before the schedule reads it.
+
+    Returns (the resolved learning rate of the first group, the global batch size).
+    """
+    if base_batch_size <= 0:
+        raise ConfigError(f"model.base_batch_size must be positive (DeiT: 512, ViT: 4096), got {base_batch_size}")
+    batch = global_batch_size(trainer)
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * batch / base_batch_size
+        group.pop("initial_lr", None)  # a schedule built afterwards starts from the scaled rate
+    return float(optimizer.param_groups[0]["lr"]), batch
