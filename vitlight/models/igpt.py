@@ -7,9 +7,9 @@ Face format) in `igpt_transformers`.
 
 from vitlight.models.igpt_config import ACTIVATIONS, IGPT_PRESETS, NORM_KINDS, IGPTConfig, igpt_config
 from vitlight.models.igpt_model import ImageGPT, KVCache
-from vitlight.models.igpt_transformers import HUB_NAMES, from_transformers
+from vitlight.models.igpt_transformers import HUB_NAMES, HUB_PRESETS, from_transformers
 
 __all__ = [
-    "ACTIVATIONS", "HUB_NAMES", "IGPT_PRESETS", "NORM_KINDS", "IGPTConfig", "ImageGPT", "KVCache",
+    "ACTIVATIONS", "HUB_NAMES", "HUB_PRESETS", "IGPT_PRESETS", "NORM_KINDS", "IGPTConfig", "ImageGPT", "KVCache",
     "from_transformers", "igpt_config",
 ]

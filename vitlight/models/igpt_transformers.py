@@ -26,7 +26,9 @@ from vitlight.models.palette import Palette
 
 log = logging.getLogger(__name__)
 
-HUB_NAMES = ("openai/imagegpt-small", "openai/imagegpt-medium", "openai/imagegpt-large")
+# OpenAI's released models and the vitlight presets of the same shape (n_layer, n_embd, n_head)
+HUB_PRESETS = {"openai/imagegpt-small": "igpt-s", "openai/imagegpt-medium": "igpt-m", "openai/imagegpt-large": "igpt-l"}
+HUB_NAMES = tuple(HUB_PRESETS)
 CONFIG_FILE = "config.json"
 PROCESSOR_FILE = "preprocessor_config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
