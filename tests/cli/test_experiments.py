@@ -14,6 +14,7 @@ from tests.conftest import EXPERIMENTS, SMOKE
 from tests.data.conftest import cifar_batches
 from vitlight.checkpoints import import_class
 from vitlight.cli import main
+from vitlight.models.igpt import HUB_PRESETS
 
 BUILD_ONLY_MARK = "# vitlight-test: build-only"
 EXPERIMENT_FILES = sorted(p for p in EXPERIMENTS.glob("*.yaml") if not p.name.startswith("_"))
@@ -65,6 +66,13 @@ def test_experiment_trains_with_the_smoke_config(path: Path, tmp_path: Path):
     assert all(value == value for value in summary["test"].values())  # no NaN
 
 
+def openai_source(hub_name: str) -> dict:
+    """The probed module of an OpenAI ImageGPT probe, as LinearProbe records it: its shape and architecture."""
+    return {"class_path": "vitlight.tasks.pixel_pretrain.PixelPretrainer",
+            "init_args": {"preset": HUB_PRESETS[hub_name], "architecture": "openai", "palette_size": 512,
+                          "n_positions": 1024, "image_size": 32}}
+
+
 def build_on_meta(config: dict) -> tuple[torch.nn.Module, object]:
     """The experiment's data module (cheap: no files read) and its model on the meta device, linked like the CLI does."""
     data_section, model_section = config["data"], config["model"]
@@ -72,6 +80,11 @@ def build_on_meta(config: dict) -> tuple[torch.nn.Module, object]:
     model_arguments = {k: v for k, v in model_section["init_args"].items() if k not in ("optimizer", "lr_scheduler")}
     model_arguments.update(num_classes=data.num_classes, image_size=data.image_size, channels=data.channels)
     model_arguments.pop("ema_decay", None)  # timm's EMA copy cannot live on the meta device; tested on CPU instead
+    if model_arguments.get("pretrained"):
+        model_arguments["pretrained"] = False  # released weights need the hub; loading them is tested in tests/tasks
+    source = model_arguments.get("checkpoint_path")
+    if source in HUB_PRESETS:  # OpenAI's ImageGPT: the same architecture, built without its weights
+        model_arguments.update(checkpoint_path=None, source=openai_source(source))
     with torch.device("meta"):
         model = import_class(model_section["class_path"])(**model_arguments)
     return model, data

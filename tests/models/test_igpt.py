@@ -168,14 +168,20 @@ def test_top_k_and_temperature_errors():
         model.generate(_tokens(1, 10), 8)
 
 
-def test_param_groups_split_by_dimension():
-    model = _model()
-    decay, no_decay = model.param_groups(0.1)
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() >= 2 for p in decay["params"])
-    assert all(p.dim() < 2 for p in no_decay["params"])
-    assert any(p is model.sos for p in no_decay["params"])
-    assert any(p is model.tok_emb.weight for p in decay["params"])
-    n = len(decay["params"]) + len(no_decay["params"])
-    assert n == len(list(model.parameters()))
-    torch.optim.AdamW(model.param_groups(0.1), lr=1e-3)  # accepted as-is
+@pytest.mark.parametrize("sos_in_token_embedding", [False, True])
+def test_weight_decay_skips_position_embeddings_sos_norms_and_biases(sos_in_token_embedding: bool):
+    from vitlight.tasks.optim import weight_decay_groups
+
+    torch.manual_seed(0)
+    model = ImageGPT(IGPTConfig(vocab_size=8, n_positions=16, n_layer=2, n_embd=16, n_head=2,
+                                norm="rmsnorm" if sos_in_token_embedding else "layernorm",
+                                sos_in_token_embedding=sos_in_token_embedding))
+    decay, no_decay = weight_decay_groups(model)
+    names = {id(p): name for name, p in model.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert {"pos_emb", "ln_f.weight", "blocks.0.ln_1.weight", "blocks.1.attn.qkv.bias", "blocks.0.mlp.0.bias"} <= skipped
+    assert ("sos" in skipped) != sos_in_token_embedding
+    assert {"tok_emb.weight", "blocks.0.attn.qkv.weight", "blocks.1.mlp.2.weight", "head.weight"} <= decayed
+    assert skipped | decayed == set(names.values()) and not skipped & decayed
+    torch.optim.AdamW(weight_decay_groups(model), lr=1e-3, weight_decay=0.1)  # accepted as-is

@@ -63,13 +63,19 @@ def test_cifar_stem_rejects_transformers():
         tiny_vit(cifar_stem=True)
 
 
-def test_weight_decay_only_on_weights_with_two_or_more_dimensions():
+def _names(module, group):
+    ids = {id(p) for p in group["params"]}
+    return {name for name, p in module.named_parameters() if id(p) in ids}
+
+
+def test_weight_decay_skips_position_embeddings_class_token_norms_and_biases():
     model = tiny_vit()
     decay, no_decay = weight_decay_groups(model.backbone)
-    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
-    assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
-    total = sum(p.numel() for p in model.backbone.parameters())
-    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == total
+    assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay  # the decaying group takes the optimizer's value
+    skipped, decayed = _names(model.backbone, no_decay), _names(model.backbone, decay)
+    assert {"pos_embed", "cls_token", "norm.weight", "norm.bias", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias", "head.bias"} <= skipped
+    assert {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.0.mlp.fc1.weight", "head.weight"} <= decayed
+    assert skipped.isdisjoint(decayed) and skipped | decayed == {name for name, _ in model.backbone.named_parameters()}
 
 
 def test_warmup_then_cosine():

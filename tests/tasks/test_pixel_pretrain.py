@@ -15,7 +15,7 @@ from vitlight.data.quickstart import EmbeddedDigits
 from vitlight.errors import CheckpointError, ConfigError
 from vitlight.models.palette import Palette
 from vitlight.tasks.pixel_pretrain import PALETTE_KEY, PixelPretrainer
-from vitlight.tasks.pixels import Tokenizer, bits_per_dim, build_palette, data_palette
+from vitlight.tasks.pixels import Tokenizer, bits_per_token, build_palette, data_palette
 
 
 @pytest.fixture(autouse=True)
@@ -57,15 +57,15 @@ def _complete_table(tokenizer: Tokenizer, channels: int, device: torch.device) -
     tokenizer.complete = True
 
 
-def test_bits_per_dim_is_nats_per_token_over_ln2():
-    assert bits_per_dim(math.log(2.0) * 3) == pytest.approx(3.0)
+def test_bits_per_token_is_nats_per_token_over_ln2():
+    assert bits_per_token(math.log(2.0) * 3) == pytest.approx(3.0)
     # A model that knows nothing (uniform over K colours) costs log2(K) bits per pixel.
     model = tiny(palette_size=16)
     torch.nn.init.zeros_(model.model.head.weight)
     with torch.no_grad():
         nll, count, _ = model.losses(torch.randint(0, 16, (2, 16)))
     assert count == 32
-    assert float(bits_per_dim(nll)) == pytest.approx(4.0, abs=1e-5)
+    assert float(bits_per_token(nll)) == pytest.approx(4.0, abs=1e-5)
 
 
 def test_bert_loss_counts_masked_positions_only():
@@ -204,8 +204,10 @@ def test_trains_on_embedded_digits_with_loss_decreasing(monkeypatch):
     assert model.palette.size == 8 and model.palette.kind == "kmeans"
     first, last = np.mean(recorder.losses[:5]), np.mean(recorder.losses[-5:])
     assert last < 0.85 * first, (first, last)
-    assert {"val/loss", "val/bpd"} <= set(trainer.callback_metrics)
-    bpd = float(trainer.callback_metrics["val/bpd"])
+    assert {"val/loss", "val/nats_per_token", "val/bits_per_token", "train/bits_per_token"} <= set(trainer.callback_metrics)
+    assert "val/bpd" not in trainer.callback_metrics  # named for what it is: bits per token, not per sub-pixel
+    bpd = float(trainer.callback_metrics["val/bits_per_token"])
+    assert float(trainer.callback_metrics["val/nats_per_token"]) == pytest.approx(float(trainer.callback_metrics["val/loss"]), rel=1e-5)
     assert bpd == pytest.approx(float(trainer.callback_metrics["val/loss"]) / math.log(2), rel=1e-4)
     assert bpd < 3.0  # log2(8): better than knowing nothing
     # The palette was cached: the next run reads it instead of fitting k-means again.

@@ -175,6 +175,9 @@ class ImageDataModule(L.LightningDataModule):
         horizontal_flip: bool = False,
         randaugment: str | None = None,
         random_erasing: float = 0.0,
+        interpolation: str = "bilinear",
+        eval_crop_pct: float | None = None,
+        repeated_augmentation: int = 0,
     ) -> None:
         """
         Args:
@@ -198,6 +201,12 @@ class ImageDataModule(L.LightningDataModule):
             randaugment: timm RandAugment string such as "rand-m9-mstd0.5", or None.
             random_erasing: probability of timm's RandomErasing (per-pixel noise) on each training
                 image, applied to the normalized batch on the device (DeiT: 0.25).
+            interpolation: "bilinear" or "bicubic" (DeiT), for resizes and random resized crops.
+            eval_crop_pct: timm's eval transform for validation/test: resize the short side to
+                image_size / eval_crop_pct, then centre crop (DeiT: 0.875, i.e. 256 -> 224); None resizes.
+            repeated_augmentation: timm's RepeatAugSampler with this many augmented copies of each image
+                (DeiT: 3); 0 or 1 is the plain shuffle. Under DDP set trainer.use_distributed_sampler: false
+                (the sampler shards by the trainer's world size and rank itself).
         """
         super().__init__()
         if channels is not None and channels not in (1, 3):
@@ -208,6 +217,8 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"data.random_erasing must be a probability in [0, 1], got {random_erasing}")
         if num_workers is not None and num_workers < 0:
             raise DataError(f"data.num_workers must be >= 0 (0: load in the training process), got {num_workers}")
+        if repeated_augmentation < 0:
+            raise DataError(f"data.repeated_augmentation must be >= 0 (DeiT: 3; 0 or 1 turns it off), got {repeated_augmentation}")
         if image_size is not None and image_size < 4:
             raise DataError(f"data.image_size must be at least 4 pixels, got {image_size}")
         self.data_dir = data_dir
@@ -219,6 +230,7 @@ class ImageDataModule(L.LightningDataModule):
         self.train_size = train_size
         self.val_fraction = val_fraction
         self.seed = seed
+        self.repeated_augmentation = repeated_augmentation
         self.transform_settings = TransformSettings(
             image_size=self.image_size,
             channels=self.channels,
@@ -230,6 +242,8 @@ class ImageDataModule(L.LightningDataModule):
             horizontal_flip=horizontal_flip,
             randaugment=randaugment,
             random_erasing=random_erasing,
+            interpolation=interpolation,
+            eval_crop_pct=eval_crop_pct,
         )
         self._device_finish: dict[bool, DeviceFinish] = {}
         self.splits: dict[str, SplitData] = {}
@@ -344,7 +358,7 @@ class ImageDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         return len(self.splits["train"]) // max(world, 1) >= batch_size
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, sampler: Any = None) -> DataLoader:
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
         # a stateful loader records its position, so a mid-epoch checkpoint resumes mid-epoch
         try:
@@ -352,8 +366,7 @@ class ImageDataModule(L.LightningDataModule):
         except ImportError:  # e.g. a benchmark machine without torchdata: resumes restart the epoch
             loader_class = DataLoader
         dataset = self.dataset(split)
-        sampler = None
-        if shuffle and self.trainer is not None and self.trainer.world_size > 1:
+        if sampler is None and shuffle and self.trainer is not None and self.trainer.world_size > 1:
             # torch's own RandomSampler, which Lightning replaces by a DistributedSampler seeded by the
             # run's seed and the epoch: every rank shuffles alike and takes its own shard, also after a
             # resume. (The stateful loader's sampler is another class, which Lightning would wrap, and
@@ -362,7 +375,7 @@ class ImageDataModule(L.LightningDataModule):
         return loader_class(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -371,7 +384,22 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.repeated_augmentation > 1:
+            return self._loader("train", shuffle=False, sampler=self.repeat_sampler())
         return self._loader("train", shuffle=True)
+
+    def repeat_sampler(self):
+        """timm's RepeatAugSampler with explicit replicas and rank (it asks torch.distributed otherwise,
+        which a one-device run has not initialised): the trainer's world size and rank, or 1 and 0."""
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if replicas > 1 and getattr(connector, "use_distributed_sampler", False):
+            raise DataError("data.repeated_augmentation shards the data itself; set trainer.use_distributed_sampler: false")
+        return RepeatAugSampler(self.dataset("train"), num_replicas=replicas, rank=rank, shuffle=True,
+                                num_repeats=self.repeated_augmentation)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -56,6 +56,9 @@ class ImageFolder(SourceDataModule):
         horizontal_flip: bool = False,
         randaugment: str | None = None,
         random_erasing: float = 0.0,
+        interpolation: str = "bilinear",
+        eval_crop_pct: float | None = None,
+        repeated_augmentation: int = 0,
         cache: bool | None = None,
         cache_dir: str | None = None,
     ) -> None:
@@ -77,7 +80,8 @@ class ImageFolder(SourceDataModule):
             eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
             val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
             crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, cache=cache, cache_dir=cache_dir,
+            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, interpolation=interpolation,
+            eval_crop_pct=eval_crop_pct, repeated_augmentation=repeated_augmentation, cache=cache, cache_dir=cache_dir,
         )
         self.native_channels = self.channels
         self.split_names = {"train": ("train",), "test": (test_folder,), "val": (val_folder,) if val_folder else ()}
@@ -145,6 +149,9 @@ class HubImageDataset(SourceDataModule):
         horizontal_flip: bool = False,
         randaugment: str | None = None,
         random_erasing: float = 0.0,
+        interpolation: str = "bilinear",
+        eval_crop_pct: float | None = None,
+        repeated_augmentation: int = 0,
         cache: bool | None = None,
         cache_dir: str | None = None,
     ) -> None:
@@ -174,7 +181,8 @@ class HubImageDataset(SourceDataModule):
             eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
             val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
             crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, cache=cache, cache_dir=cache_dir,
+            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, interpolation=interpolation,
+            eval_crop_pct=eval_crop_pct, repeated_augmentation=repeated_augmentation, cache=cache, cache_dir=cache_dir,
             revision=revision,
         )
         self.native_channels = self.channels

@@ -78,6 +78,9 @@ class SourceDataModule(ImageDataModule):
         horizontal_flip: bool = False,
         randaugment: str | None = None,
         random_erasing: float = 0.0,
+        interpolation: str = "bilinear",
+        eval_crop_pct: float | None = None,
+        repeated_augmentation: int = 0,
         cache: bool | None = None,
         cache_dir: str | None = None,
         revision: str | None = None,
@@ -101,6 +104,11 @@ class SourceDataModule(ImageDataModule):
             horizontal_flip: train-time random horizontal flip.
             randaugment: timm RandAugment string such as "rand-m9-mstd0.5", or None.
             random_erasing: probability of timm's RandomErasing per training image, on the device (DeiT: 0.25).
+            interpolation: "bilinear" or "bicubic" (DeiT), for resizes and random resized crops.
+            eval_crop_pct: timm's eval transform for validation/test: resize the short side to
+                image_size / eval_crop_pct, then centre crop (DeiT: 0.875, i.e. 256 -> 224); None resizes.
+            repeated_augmentation: timm's RepeatAugSampler with this many augmented copies per image
+                (DeiT: 3); 0 or 1: plain shuffle. Under DDP set trainer.use_distributed_sampler: false.
             cache: decode once into the uint8 cache (True) or decode files on the fly (False);
                 None: the dataset's default (on for small-image datasets).
             cache_dir: cache folder (default: $VITLIGHT_CACHE, else ~/.cache/vitlight).
@@ -111,7 +119,8 @@ class SourceDataModule(ImageDataModule):
             eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
             val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
             crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing,
+            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, interpolation=interpolation,
+            eval_crop_pct=eval_crop_pct, repeated_augmentation=repeated_augmentation,
         )
         self.cache = cache
         self.cache_dir = cache_dir

@@ -1,12 +1,13 @@
 """Transforms on uint8 (C, H, W) images, in two stages: one in the loader's workers, one on the device.
 
-The sample stage (workers) brings each image to `image_size` (a resize, or train-time
-RandomResizedCrop) and applies RandAugment, which needs PIL; when there is nothing random to do
-per image and the batch is one tensor (cached pixels), it is one batched resize, or nothing at
-all at the stored size. Its output stays uint8: a quarter of float32's bytes through pinned
-memory and PCIe. The batch stage (vitlight.data.device, on the device after the transfer) does
-the CIFAR-style pad-and-crop, the horizontal flip (each image its own random draw), the
-conversion to normalized float32 and random erasing. Eval transforms are deterministic.
+The sample stage (workers) brings each image to `image_size` (a resize, train-time
+RandomResizedCrop, or timm's eval transform: resize to image_size / eval_crop_pct, centre crop) and
+applies RandAugment, which needs PIL; when there is nothing random to do per image and the batch is
+one tensor (cached pixels), it is one batched resize, or nothing at all at the stored size. Its
+output stays uint8: a quarter of float32's bytes through pinned memory and PCIe. The batch stage
+(vitlight.data.device, on the device after the transfer) does the CIFAR-style pad-and-crop, the
+horizontal flip (each image its own random draw), the conversion to normalized float32 and random
+erasing. Eval transforms are deterministic.
 """
 
 from __future__ import annotations
@@ -36,6 +37,27 @@ class TransformSettings:
     horizontal_flip: bool = False
     randaugment: str | None = None
     random_erasing: float = 0.0
+    interpolation: str = "bilinear"
+    eval_crop_pct: float | None = None
+
+
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def _interpolation_mode(name: str) -> v2.InterpolationMode:
+    if name not in INTERPOLATIONS:
+        raise ConfigError(f"data.interpolation must be one of {', '.join(INTERPOLATIONS)}, got {name!r}")
+    return v2.InterpolationMode(name)
+
+
+def _eval_crop(size: int, crop_pct: float, interpolation: str):
+    """timm's eval transform (resize the short side to size / crop_pct, centre crop) on uint8 tensors:
+    its prefetcher form ends in MaybePILToTensor, which passes tensors through unchanged."""
+    from timm.data.transforms_factory import transforms_imagenet_eval
+
+    if not 0.0 < crop_pct <= 1.0:
+        raise ConfigError(f"data.eval_crop_pct must be in (0, 1] (DeiT: 0.875, i.e. resize 256 then crop 224), got {crop_pct}")
+    return transforms_imagenet_eval(img_size=size, crop_pct=crop_pct, interpolation=interpolation, use_prefetcher=True)
 
 
 def _randaugment(config: str, channels: int):
@@ -87,9 +109,15 @@ class Pipeline:
 
     def __init__(self, settings: TransformSettings, train: bool) -> None:
         self.size = settings.image_size
+        self.interpolation = _interpolation_mode(settings.interpolation)
         self.crop = None
         if train and settings.random_resized_crop:
-            self.crop = v2.RandomResizedCrop(self.size, scale=(settings.crop_scale_min, 1.0), antialias=True)
+            self.crop = v2.RandomResizedCrop(
+                self.size, scale=(settings.crop_scale_min, 1.0), interpolation=self.interpolation, antialias=True
+            )
+        self.eval_crop = None
+        if not train and settings.eval_crop_pct is not None:
+            self.eval_crop = _eval_crop(self.size, settings.eval_crop_pct, settings.interpolation)
         self.randaugment = _randaugment(settings.randaugment, settings.channels) if train and settings.randaugment else None
 
     @property
@@ -98,9 +126,11 @@ class Pipeline:
         return self.crop is not None or self.randaugment is not None
 
     def _fit(self, images: torch.Tensor) -> torch.Tensor:
+        if self.eval_crop is not None:
+            return self.eval_crop(images)
         if tuple(images.shape[-2:]) == (self.size, self.size):
             return images
-        return TF.resize(images, [self.size, self.size], antialias=True)
+        return TF.resize(images, [self.size, self.size], interpolation=self.interpolation, antialias=True)
 
     def sample_stage(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """uint8 (B, C, H, W) tensor or list of (C, h, w) -> uint8 (B, C, S, S)."""

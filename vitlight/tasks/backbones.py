@@ -58,12 +58,27 @@ def create_backbone(
         raise ConfigError(f"model.model_kwargs do not fit timm model {name!r}: {error}") from None
     except AssertionError as error:
         raise ConfigError(f"timm model {name!r} rejects its arguments {kwargs}: {error or 'assertion failed'}") from None
-    except RuntimeError as error:
-        if pretrained and ("hub" in str(error).lower() or "connect" in str(error).lower()):
-            raise ConfigError(
-                f"cannot download pretrained weights for {name!r} (offline?); pass a local weights file as model.checkpoint_path"
-            ) from None
-        raise
+    except (RuntimeError, OSError) as error:
+        if not pretrained:
+            raise
+        if "Invalid pretrained tag" in str(error):
+            architecture = name.split(".")[0]
+            tags = ", ".join(timm.list_pretrained(f"{architecture}.*")[:8]) or "none"
+            raise ConfigError(f"model.model_name {name!r} has no pretrained weights of that tag; valid: {tags}") from None
+        raise ConfigError(offline_message(name)) from None
+
+
+def offline_message(name: str) -> str:
+    """One line: why timm's weights for `name` could not be fetched, and how to use a local file instead."""
+    try:
+        hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id or name
+    except Exception:
+        hub_id = name
+    return (
+        f"cannot download timm's pretrained weights for {name!r} (offline?); on a connected machine fetch "
+        f"https://huggingface.co/{hub_id} (model.safetensors, or Google's .npz) and pass the file as "
+        f"model.checkpoint_path with model.pretrained: false"
+    )
 
 
 def _check_patch_size(kwargs: dict[str, Any]) -> None:

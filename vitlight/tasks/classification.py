@@ -18,7 +18,7 @@ from vitlight.errors import ConfigError
 from vitlight.syncs import log_due
 from vitlight.tasks.backbones import apply_cifar_stem, create_backbone, is_convnet
 from vitlight.tasks.inputs import batch_stage
-from vitlight.tasks.optim import weight_decay_groups
+from vitlight.tasks.optim import scale_learning_rate, weight_decay_groups
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 from vitlight.tasks.weights import load_backbone_weights, without_compile_wrapper
 
@@ -44,6 +44,7 @@ class ImageClassifier(L.LightningModule):
         channels: int = 3,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = WarmupCosine,
+        base_batch_size: int | None = None,
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
@@ -64,6 +65,9 @@ class ImageClassifier(L.LightningModule):
             channels: linked from the data module; passed as in_chans.
             optimizer: optimizer class and arguments; weight decay applies only to weights with >= 2 dims.
             lr_scheduler: schedule stepped every optimizer step; WarmupCosine learns its length from the trainer.
+            base_batch_size: the optimizer's lr is the paper's at this global batch (DeiT: 5e-4 at 512, ViT: 4096)
+                and is scaled linearly to devices x batch_size x accumulate_grad_batches; the resolved rate is
+                logged (hyperparameters lr_resolved, global_batch_size). None uses the lr as written.
             label_smoothing: cross-entropy label smoothing.
             mixup_alpha: timm Mixup alpha (0 disables).
             cutmix_alpha: timm CutMix alpha (0 disables).
@@ -244,6 +248,11 @@ class ImageClassifier(L.LightningModule):
     # ----- optimisation ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(weight_decay_groups(self.backbone))
+        if self.hparams.base_batch_size is not None:
+            lr, batch = scale_learning_rate(optimizer, self.trainer, self.hparams.base_batch_size)
+            log.info("learning rate %.4g for global batch %d (the paper's rule: lr x batch / %d)", lr, batch, self.hparams.base_batch_size)
+            for logger in self.loggers:
+                logger.log_hyperparams({"lr_resolved": lr, "global_batch_size": batch})
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)  # WarmupCosine gets its length in on_train_start

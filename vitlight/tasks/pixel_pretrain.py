@@ -6,8 +6,9 @@ once per dataset, cached, and stored in every checkpoint under ``igpt_palette``)
 
 Objectives: ``autoregressive`` is next-pixel cross-entropy over all H*W positions;
 ``bert`` replaces ``mask_fraction`` of the positions by [MASK] and scores those positions only.
-Logged per stage: ``loss`` (the optimized objective; without a classifier the generative loss in
-nats per token) and ``bpd`` (generative nats per token / ln 2). With ``classifier_weight > 0`` a
+Logged per stage: ``loss`` (the optimized objective), ``nats_per_token`` (the generative loss in
+nats per token: the paper's and OpenAI's released models' convention) and ``bits_per_token``
+(the same / ln 2; one token is one pixel's palette colour, not one 8-bit sub-pixel). With ``classifier_weight > 0`` a
 linear head on the average-pooled final features is trained with
 ``classifier_weight * cross_entropy + generative_weight * generative_loss`` (the paper's
 fine-tuning objective) and ``acc``, ``cls_loss`` and ``gen_loss`` are logged as well.
@@ -15,7 +16,9 @@ fine-tuning objective) and ``acc``, ``cls_loss`` and ``gen_loss`` are logged as 
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from typing import Any, Literal
 
 import lightning as L
@@ -28,15 +31,21 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from vitlight.errors import CheckpointError, ConfigError
 from vitlight.models.igpt import IGPT_PRESETS, IGPTConfig, ImageGPT
+from vitlight.models.igpt_transformers import PALETTE_KIND as OPENAI_PALETTE_KIND
 from vitlight.models.palette import Palette
 from vitlight.tasks.optim import weight_decay_groups
 from vitlight.tasks.inputs import batch_stage
-from vitlight.tasks.pixels import Tokenizer, bits_per_dim, channels_last, check_palette_settings, data_palette
+from vitlight.tasks.pixels import Tokenizer, bits_per_token, channels_last, check_palette_settings, data_palette
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
 log = logging.getLogger(__name__)
 
 PALETTE_KEY = "igpt_palette"
+# IGPTConfig architecture options per PixelPretrainer.architecture
+OPENAI_ARCHITECTURE: dict[str, dict[str, Any]] = {
+    "vitlight": {},
+    "openai": {"norm": "rmsnorm", "activation": "quick_gelu", "sos_in_token_embedding": True},
+}
 STAGES = ("train", "val", "test")
 
 
@@ -53,6 +62,7 @@ class PixelPretrainer(L.LightningModule):
         mask_fraction: float = 0.15,
         dropout: float = 0.0,
         n_positions: int | None = None,
+        architecture: Literal["vitlight", "openai"] = "vitlight",
         palette: Literal["kmeans", "uniform"] = "kmeans",
         palette_size: int = 512,
         palette_seed: int = 0,
@@ -79,6 +89,8 @@ class PixelPretrainer(L.LightningModule):
             mask_fraction: share of positions masked by the BERT objective (the paper's 0.15).
             dropout: dropout on attention weights and residual branches.
             n_positions: longest token sequence; None means image_size**2.
+            architecture: "vitlight" (LayerNorm, exact GELU, separate SOS vector) or "openai" (the released
+                models: RMS-style norm without bias, quick-GELU, SOS as the token embedding's last row).
             palette: "kmeans" (fitted on the training pool, cached) or "uniform" (equal bins per channel).
             palette_size: palette entries = vocabulary size (the paper's 512; at most 256 for grey data).
             palette_seed: seed of the pixel sample and of k-means.
@@ -87,7 +99,9 @@ class PixelPretrainer(L.LightningModule):
             palette_check: refuse data whose own palette differs from the one this model was trained with.
             classifier_weight: weight of the classification loss (0: pure generative pretraining, no head).
             generative_weight: weight of the generative loss (0 with a classifier: plain fine-tuning).
-            checkpoint_path: start from the iGPT weights and palette of a vitlight checkpoint.
+            checkpoint_path: start from the iGPT weights and palette of a vitlight checkpoint, or of OpenAI's
+                released model: a transformers folder or a hub name such as openai/imagegpt-small (with
+                architecture: openai and the model's shape; `PixelPretrainer.from_transformers` fills both in).
             num_classes: linked from the data module.
             image_size: linked from the data module.
             channels: linked from the data module.
@@ -120,6 +134,10 @@ class PixelPretrainer(L.LightningModule):
         h = self.hparams
         if h.preset not in IGPT_PRESETS:
             raise ConfigError(f"model.preset {h.preset!r} is not an ImageGPT preset; valid: {', '.join(IGPT_PRESETS)}")
+        if h.architecture not in OPENAI_ARCHITECTURE:
+            raise ConfigError(f"model.architecture must be one of {', '.join(OPENAI_ARCHITECTURE)}, got {h.architecture!r}")
+        if h.architecture == "openai" and h.objective != "autoregressive":
+            raise ConfigError("model.architecture 'openai' is autoregressive (its SOS vector is a token row); set model.objective: autoregressive")
         if h.objective not in ("autoregressive", "bert"):
             raise ConfigError(f"model.objective must be 'autoregressive' or 'bert', got {h.objective!r}")
         if not 0.0 < h.mask_fraction < 1.0:
@@ -151,11 +169,32 @@ class PixelPretrainer(L.LightningModule):
                 n_head=h.n_head or heads,
                 dropout=h.dropout,
                 causal=h.objective == "autoregressive",
+                **OPENAI_ARCHITECTURE[h.architecture],
             )
         except ValueError as error:
             raise ConfigError(f"model: {error}") from None
 
+    @classmethod
+    def from_transformers(cls, path_or_hub_name: str, **overrides: Any) -> PixelPretrainer:
+        """A PixelPretrainer shaped like OpenAI's model in a transformers folder (or hub name), with its
+        weights and palette; ``overrides`` are further init arguments (classifier_weight, optimizer, ...)."""
+        from vitlight.models.igpt_transformers import config_from_json, resolve_folder
+
+        folder = resolve_folder(path_or_hub_name)
+        cfg = config_from_json(json.loads((folder / "config.json").read_text()))
+        shape = dict(
+            n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, n_positions=cfg.n_positions,
+            palette_size=cfg.vocab_size, image_size=math.isqrt(cfg.n_positions), architecture="openai",
+            checkpoint_path=str(path_or_hub_name),
+        )
+        return cls(**{**shape, **overrides})
+
     def _load_pretrained(self, path: str) -> None:
+        from vitlight.models.igpt_transformers import is_transformers_folder, looks_like_hub_name
+
+        if is_transformers_folder(path) or looks_like_hub_name(path):
+            self._load_transformers(path)
+            return
         from vitlight.checkpoints import read_checkpoint
 
         checkpoint = read_checkpoint(path)
@@ -175,6 +214,22 @@ class PixelPretrainer(L.LightningModule):
             raise CheckpointError(f"checkpoint {path!r} does not fit this model (it has {shapes}): {detail}") from None
         self.set_palette(Palette.from_dict(checkpoint[PALETTE_KEY]))
         log.info("loaded ImageGPT weights and palette from %s", path)
+
+    def _load_transformers(self, path: str) -> None:
+        from vitlight.models.igpt_transformers import from_transformers
+
+        model, palette = from_transformers(path)
+        if model.cfg != self.model.cfg:
+            theirs, ours = vars(model.cfg), vars(self.model.cfg)
+            differ = ", ".join(f"{k}={theirs[k]} (here {ours[k]})" for k in theirs if theirs[k] != ours[k] and k != "dropout")
+            if differ:
+                raise CheckpointError(
+                    f"OpenAI ImageGPT {path!r} does not fit this model: {differ}; build it with "
+                    "PixelPretrainer.from_transformers or set those model options"
+                )
+        self.model.load_state_dict(model.state_dict())
+        self.set_palette(palette)
+        log.info("loaded OpenAI ImageGPT weights and palette from %s", path)
 
     # ----- palette and pixels ------------------------------------------------------------
     def set_palette(self, palette: Palette) -> None:
@@ -200,8 +255,8 @@ class PixelPretrainer(L.LightningModule):
                 f"palette mismatch: the model's palette has {self.palette.channels} channel(s) but the data has "
                 f"{datamodule.channels}; set data.channels: {self.palette.channels}"
             )
-        if self.palette is not None and not check:
-            return
+        if self.palette is not None and (not check or self.palette.kind == OPENAI_PALETTE_KIND):
+            return  # OpenAI's palette was fitted on ImageNet: no data gives it back, nothing to check
         theirs = data_palette(datamodule, h.palette, h.palette_size, h.palette_seed, h.palette_images, h.palette_pixels)
         if self.palette is None:
             self.set_palette(theirs)
@@ -294,7 +349,8 @@ class PixelPretrainer(L.LightningModule):
             self.log(f"{stage}/gen_loss", nll.detach(), on_step=stage == "train", on_epoch=stage != "train", batch_size=len(labels))
         if stage == "train":
             self.log("train/loss", loss, prog_bar=True)
-            self.log("train/bpd", bits_per_dim(nll.detach()))
+            self.log("train/nats_per_token", nll.detach())
+            self.log("train/bits_per_token", bits_per_token(nll.detach()))
         else:
             self.mean_loss[stage].update(loss.detach(), weight=len(labels))
             self.mean_nll[stage].update(nll.detach(), weight=count)
@@ -310,24 +366,26 @@ class PixelPretrainer(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> None:
         self._step(batch, "test", batch_index)
 
-    def _log_bpd(self, stage: str) -> None:
+    def _log_generative_loss(self, stage: str) -> None:
         metric = self.mean_nll[stage]
         if metric.update_count:
-            self.log(f"{stage}/bpd", bits_per_dim(metric.compute()), prog_bar=stage == "val")
+            nats = metric.compute()
+            self.log(f"{stage}/nats_per_token", nats)
+            self.log(f"{stage}/bits_per_token", bits_per_token(nats), prog_bar=stage == "val")
         metric.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_bpd("val")
+        self._log_generative_loss("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_bpd("test")
+        self._log_generative_loss("test")
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
-        """Bits per dimension of each image (B,) (autoregressive; BERT: of its masked positions)."""
+        """Bits per token of each image (B,) (autoregressive; BERT: of its masked positions)."""
         tokens = self.tokenize(batch[0])
         inputs, scored = (tokens, torch.ones_like(tokens, dtype=torch.bool)) if self.model.cfg.causal else self.mask(tokens)
         nll = F.cross_entropy(self.model(inputs).transpose(1, 2), tokens, reduction="none")  # (B, L)
-        return bits_per_dim((nll * scored).sum(1) / scored.sum(1).clamp(min=1))
+        return bits_per_token((nll * scored).sum(1) / scored.sum(1).clamp(min=1))
 
     # ----- completion ----------------------------------------------------------------------
     @torch.no_grad()

@@ -201,9 +201,10 @@ class Tokenizer:
         return tokens.long().view(b, h * w)
 
 
-def bits_per_dim(nats_per_token: Tensor | float) -> Tensor | float:
-    """Bits per dimension from a mean negative log-likelihood in nats per token: nats / ln 2.
+def bits_per_token(nats_per_token: Tensor | float) -> Tensor | float:
+    """Bits per token from a mean negative log-likelihood in nats per token: nats / ln 2.
 
-    One dimension is one token, i.e. one pixel's palette colour (see docs/imagegpt.md).
+    One token is one pixel's palette colour (3 sub-pixels), so this is not bits per sub-pixel
+    dimension of the 8-bit image (see docs/imagegpt.md).
     """
     return nats_per_token / math.log(2.0)

@@ -226,7 +226,8 @@ class LinearProbe(L.LightningModule):
     ) -> None:
         """
         Args:
-            checkpoint_path: vitlight checkpoint whose frozen features are probed (PixelPretrainer or ImageClassifier).
+            checkpoint_path: vitlight checkpoint whose frozen features are probed (PixelPretrainer or ImageClassifier),
+                or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large.
             layer: block index (negative from the end); None: the middle block for iGPT (the paper's
                 best region), the last for other models.
             pool: "mean" over positions/patches, or "cls" (the class token of a ViT).
@@ -267,6 +268,14 @@ class LinearProbe(L.LightningModule):
     def _build_source(checkpoint_path, source, preset, palette_size, num_classes, image_size, channels):
         from vitlight.checkpoints import import_class, load_module
 
+        from vitlight.models.igpt_transformers import is_transformers_folder, looks_like_hub_name
+
+        if checkpoint_path and (is_transformers_folder(checkpoint_path) or looks_like_hub_name(checkpoint_path)):
+            from vitlight.tasks.pixel_pretrain import PixelPretrainer  # OpenAI's ImageGPT: folder or hub name
+
+            module = PixelPretrainer.from_transformers(checkpoint_path)
+            hparams = {k: v for k, v in dict(module.hparams).items() if k != "_instantiator"}
+            return module, {"class_path": "vitlight.tasks.pixel_pretrain.PixelPretrainer", "init_args": hparams}
         if checkpoint_path:
             module, config = load_module(checkpoint_path)
             hparams = {k: v for k, v in dict(module.hparams).items() if k != "_instantiator"}

@@ -1,7 +1,9 @@
-"""Loading backbone weights for fine-tuning: vitlight checkpoints, timm/safetensors files.
+"""Loading backbone weights for fine-tuning: vitlight checkpoints, timm/safetensors files, Google's .npz.
 
 Adapts what the papers' fine-tuning changes: position embeddings are interpolated to
 the new resolution, and a classifier head of another size is dropped (re-initialised).
+The ViT paper's original checkpoints (`ViT-B_16.npz`, big_vision/augreg `.npz`) are read by
+timm's own `VisionTransformer.load_pretrained`, which does the same two adaptations.
 """
 
 from __future__ import annotations
@@ -70,8 +72,30 @@ def _resample_position_embedding(weight: torch.Tensor, target: torch.Tensor, pre
     return resample_abs_pos_embed(weight, (new_grid, new_grid), (old_grid, old_grid), num_prefix_tokens=prefix_tokens)
 
 
+def load_npz_weights(model: nn.Module, path: str | Path) -> list[str]:
+    """Google's ViT .npz (original or big_vision layout) into a timm ViT; returns the head names left at init."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    if not callable(getattr(model, "load_pretrained", None)) or not hasattr(model, "pos_embed"):
+        raise CheckpointError(f".npz checkpoints are read for timm VisionTransformer models, not {type(model).__name__}; use .safetensors or .pth")
+    head_names = _head_parameter_names(model)
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if name in head_names}
+    try:
+        model.load_pretrained(str(path))  # timm's reader: interpolates pos_embed, keeps a head of another size
+    except (KeyError, ValueError, RuntimeError, OSError) as error:
+        detail = (str(error).splitlines() or [""])[0][:200]
+        raise CheckpointError(f"cannot load {str(path)!r} into {type(model).__name__} ({type(error).__name__}: {detail}); is it a ViT .npz of this size?") from None
+    kept = [name for name, p in model.named_parameters() if name in before and torch.equal(before[name], p)]
+    if kept:
+        log.info("new classifier head (checkpoint head has another number of classes): %s", ", ".join(kept))
+    return sorted(kept)
+
+
 def load_backbone_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Loads `path` into a timm model; returns the names of parameters left at their fresh init (the head)."""
+    if Path(path).suffix == ".npz":
+        return load_npz_weights(model, path)
     source = read_state_dict(path)
     target = model.state_dict()
     head_names = _head_parameter_names(model)

@@ -34,7 +34,7 @@ PLOT_FILE = "probe_accuracy.png"
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vitlight probe", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
-    p.add_argument("--ckpt", required=True, help="a vitlight checkpoint (PixelPretrainer or ImageClassifier)")
+    p.add_argument("--ckpt", required=True, help="a vitlight checkpoint (PixelPretrainer or ImageClassifier), or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large")
     p.add_argument("--layers", default="all", help="all, middle, or block indices such as 0,3,-1")
     p.add_argument("--pool", default="mean", choices=("mean", "cls"), help="average over positions, or the class token (ViT)")
     p.add_argument("--l2", default="1e-5,1e-4,1e-3,1e-2,1e-1,1", help="L2 strengths to choose from on the validation split")
@@ -136,7 +136,8 @@ def log_wandb(folder, experiment: str, summary: dict, plot: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from vitlight.checkpoints import build_datamodule, load_module
+    from vitlight.checkpoints import build_datamodule
+    from vitlight.tools.load import load_for_tool, require_data
     from vitlight.runs import SUMMARY_FILE, RunFolder, git_commit, hardware, new_run_id, new_wandb_id, package_versions, write_json_atomic
     from vitlight.tasks.probe import LayerFeatures, fit_logistic_regression
 
@@ -144,7 +145,8 @@ def main(argv: list[str]) -> int:
     args, overrides = split_data_overrides(parser(), argv)
     layers_wanted, l2_grid = parse_layers(args.layers), parse_l2(args.l2)
     device = device_of(args.device)
-    module, config = load_module(args.ckpt, map_location=device)
+    require_data(args.ckpt, overrides, "vitlight probe")
+    module, config = load_for_tool(args.ckpt, device)
     features = LayerFeatures(module, args.pool)
     layers = features.layer_indices(layers_wanted)
     datamodule = build_datamodule(config.get("data"), overrides)
@@ -185,7 +187,7 @@ def main(argv: list[str]) -> int:
         "experiment": experiment,
         "run_id": folder.run_id,
         "wandb_run_id": folder.wandb_id,
-        "checkpoint": str(Path(args.ckpt).expanduser().resolve()),
+        "checkpoint": str(Path(args.ckpt).expanduser().resolve()) if Path(args.ckpt).expanduser().exists() else args.ckpt,
         "model": {"class": type(module).__name__, "name": features.name, "layers": n},
         "data": datamodule.data_summary() if hasattr(datamodule, "data_summary") else {},
         "pool": args.pool,

@@ -58,7 +58,7 @@ def default_out(checkpoint: str) -> Path:
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vitlight sample", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
-    p.add_argument("--ckpt", required=True, help="an autoregressive PixelPretrainer checkpoint")
+    p.add_argument("--ckpt", required=True, help="an autoregressive PixelPretrainer checkpoint, or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large")
     p.add_argument("--n", type=int, default=16, help="images to complete, spread evenly over the split")
     p.add_argument("--out", default=None, help="output folder (default: the run's samples/ folder)")
     p.add_argument("--split", default="test", choices=("test", "val", "train"), help="split the images come from")
@@ -74,7 +74,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from vitlight.checkpoints import build_datamodule, load_module
+    from vitlight.checkpoints import build_datamodule
+    from vitlight.tools.load import load_for_tool, require_data
     from vitlight.tasks.igpt_callbacks import completion_grid, save_png
     from vitlight.tasks.pixels import split_pixels
 
@@ -82,7 +83,8 @@ def main(argv: list[str]) -> int:
     if args.n < 1 or args.samples < 1:
         raise ConfigError(f"the number of images (--n {args.n}) and of completions (--samples {args.samples}) must be at least 1")
     device = device_of(args.device)
-    module, config = load_module(args.ckpt, map_location=device)
+    require_data(args.ckpt, overrides, "vitlight sample")
+    module, config = load_for_tool(args.ckpt, device)
     if not hasattr(module, "complete"):
         raise ConfigError(f"{args.ckpt!r} is a {type(module).__name__} checkpoint; vitlight sample needs an ImageGPT (PixelPretrainer) one")
     if not module.model.cfg.causal:
