@@ -30,7 +30,8 @@ import torch
 from vitlight.errors import ConfigError
 from vitlight.tools.sample import _Parser, device_of, split_data_overrides
 
-INDEX_FILE = "figures.json"
+INDEX_NAME = "figures"
+INDEX_FILE = f"{INDEX_NAME}.json"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -293,7 +294,7 @@ def main(argv: list[str]) -> int:
         draw_igpt(source, args, overrides, gallery, device)
     else:
         draw_sweep(source, gallery)
-    gallery.json(INDEX_FILE[:-5], {"source": args.ckpt, "kind": source.kind, "label": source.label, "figures": gallery.figures,
+    gallery.json(INDEX_NAME, {"source": args.ckpt, "kind": source.kind, "label": source.label, "figures": gallery.figures,
                                    "skipped": gallery.skipped, "wall_time_s": round(time.time() - started, 2)})
     mode = log_wandb(gallery, source.label, Path(args.wandb_dir or out).expanduser())
     drawn = ", ".join(sorted(gallery.figures)) or "nothing"
