@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow install clean gallery
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,21 @@ test: $(BIN)/.installed
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -m slow
+
+# docs/figures.md's gallery: ViT-Ti/4 trained on CPU (5,000 CIFAR-10 JPEGs, at most 2 epochs and 25 minutes),
+# then every figure of it by `vitlight figures` into docs/figures/ (the checkpoint stays in GALLERY_WORK).
+CIFAR10_JPEG ?= ../shared/data/cifar10-jpeg
+GALLERY_WORK ?= /tmp/vitlight-gallery
+gallery: $(BIN)/.installed
+	mkdir -p $(GALLERY_WORK)/cifar10
+	test -d $(GALLERY_WORK)/cifar10/train || tar -xzf $(CIFAR10_JPEG)/train.tar.gz -C $(GALLERY_WORK)/cifar10
+	test -d $(GALLERY_WORK)/cifar10/test || tar -xzf $(CIFAR10_JPEG)/test.tar.gz -C $(GALLERY_WORK)/cifar10
+	rm -rf $(GALLERY_WORK)/runs
+	WANDB_MODE=offline $(BIN)/vitlight fit --config experiments/vit_ti4_cifar10.yaml --data.data_dir $(GALLERY_WORK)/cifar10 \
+		--data.train_size 5000 --trainer.max_epochs 2 --trainer.max_time 00:00:25:00 --trainer.limit_test_batches 8 \
+		--runs_dir $(GALLERY_WORK)/runs --experiment gallery_vit_ti4
+	WANDB_MODE=offline $(BIN)/vitlight figures --ckpt $$(ls $(GALLERY_WORK)/runs/gallery_vit_ti4/*/checkpoints/last.ckpt) \
+		--out docs/figures --wandb_dir $(GALLERY_WORK)
 
 clean:
 	rm -rf $(VENV) runs

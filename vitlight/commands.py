@@ -17,6 +17,7 @@ COMMAND_TARGETS: dict[str, str] = {
     "sweep": "vitlight.sweeps.command:main",
     "report": "vitlight.analysis.report_command:main",
     "pipeline": "vitlight.tools.pipeline:main",
+    "figures": "vitlight.tools.figures:main",  # every lecture figure of a checkpoint or sweep, PNG + JSON
 }
 
 
