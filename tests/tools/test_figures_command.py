@@ -155,7 +155,7 @@ def test_sources_that_are_none_of_the_kinds_fail_in_one_line(made, tmp_path: Pat
     (transformers / "config.json").write_text(json.dumps({"model_type": "imagegpt"}))
     out = tmp_path / "out"
     cases = [
-        (["--ckpt", str(transformers)], "transformers format"),
+        (["--ckpt", str(transformers)], "config.json lacks vocab_size"),  # read by PixelPretrainer.from_transformers
         (["--ckpt", "no_such_model_or_file"], "neither a file, a folder, a timm model name"),
         (["--ckpt", str(made["vit_images"])], "without run summaries"),
         (["--ckpt", str(made["vit"]), "--n_images", "0"], "--n_images must be at least 1"),

@@ -132,6 +132,9 @@ def config_from_json(config: dict) -> IGPTConfig:
     }
     if any(unsupported.values()):
         raise CheckpointError(f"ImageGPT options not supported: {', '.join(k for k, v in unsupported.items() if v)}")
+    missing = [key for key in ("vocab_size", "n_positions", "n_layer", "n_embd", "n_head") if key not in config]
+    if missing:
+        raise CheckpointError(f"ImageGPT config.json lacks {', '.join(missing)}; is it a complete transformers ImageGPT folder?")
     activation = config.get("activation_function", "quick_gelu")
     if activation not in ("quick_gelu", "gelu"):
         raise CheckpointError(f"ImageGPT activation_function {activation!r} is not supported; valid: quick_gelu, gelu")

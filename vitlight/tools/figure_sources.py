@@ -4,7 +4,7 @@
     folder with run summaries       a sweep or runs folder -> "sweep" (the report's scaling plots)
     timm model name                 e.g. vit_base_patch16_224.augreg_in21k: timm.create_model(name, pretrained=True)
     ImageGPT in transformers format a folder with config.json of model_type imagegpt, or openai/imagegpt-*:
-                                    through vitlight.models.igpt.from_transformers where that loader exists
+                                    through PixelPretrainer.from_transformers
 """
 
 from __future__ import annotations
@@ -53,16 +53,11 @@ def _transformers_folder(path: Path) -> bool:
 
 
 def load_transformers_igpt(source: str, device) -> FigureSource:
-    """ImageGPT weights in Hugging Face transformers format, where vitlight has a loader for them."""
-    from vitlight.models import igpt
+    """OpenAI's ImageGPT in Hugging Face transformers format (a folder, or openai/imagegpt-* on a
+    connected machine), as a PixelPretrainer with its weights and palette."""
+    from vitlight.tasks.pixel_pretrain import PixelPretrainer
 
-    loader = getattr(igpt, "from_transformers", None)
-    if loader is None:
-        raise ConfigError(f"--ckpt {source!r} is an ImageGPT in transformers format; this vitlight has no "
-                          f"vitlight.models.igpt.from_transformers to read it (give a vitlight .ckpt instead)")
-    module = loader(source)
-    if not hasattr(module, "complete"):
-        raise ConfigError(f"--ckpt {source!r}: from_transformers gave a {type(module).__name__}, which cannot complete images")
+    module = PixelPretrainer.from_transformers(source)
     return FigureSource("igpt", f"ImageGPT {source}", module=module.to(device).eval())
 
 
