@@ -172,8 +172,15 @@ def test_host_syncs_are_counted_per_step_in_vitlights_code_only(tmp_path):
     import gpu_measure
     import vitlight
 
-    class Like:
+    from vitlight.data.device import DeviceFinish
+    from vitlight.data.transforms import TransformSettings
+
+    class Like:  # what a vitlight data module tells the task: shape, classes, and how to finish uint8 on the device
         num_classes, image_size, channels = 4, 16, 3
+        transform_settings = TransformSettings(image_size=16, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+        def device_finish(self, train: bool) -> DeviceFinish:
+            return DeviceFinish(self.transform_settings, train)
 
     def fit(module):
         data = gpu_measure.SyntheticImages(Like(), batch_size=2, batches=8, uint8=gpu_measure.hands_over_uint8(module))

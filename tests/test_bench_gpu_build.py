@@ -57,7 +57,7 @@ def test_builds_the_same_module_data_and_trainer_settings_as_the_cli(experiment,
 def test_includes_resolve_relative_to_the_file_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = gpu_build.read_config([EXPERIMENTS / "vit_b16_imagenet.yaml"])
-    assert config["trainer"]["precision"] == "32-true"
+    assert config["trainer"]["precision"] == "bf16-mixed"  # the file's own trainer section
     assert config["trainer"]["logger"]["class_path"].endswith("WandbLogger")  # _trainer.yaml's own include
     assert [c["class_path"].rsplit(".", 1)[-1] for c in config["trainer"]["callbacks"]] == ["ModelCheckpoint", "LearningRateMonitor"]
 

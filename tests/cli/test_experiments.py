@@ -125,7 +125,7 @@ def test_recipes_stack_onto_an_experiment(recipe: Path, capsys):
 
 
 @pytest.mark.parametrize("file, block", [("vit_h14_imagenet.yaml", "timm.models.vision_transformer.Block"),
-                                         ("igpt_xl_cifar10.yaml", "vitlight.models.igpt.Block")])
+                                         ("igpt_xl_cifar10.yaml", "vitlight.models.igpt_model.Block")])
 def test_paper_size_experiments_shard_by_block_with_fsdp(file: str, block: str, capsys):
     """Lightning runs FSDP on GPUs only (tests/gpu trains with it); here the strategy parses and builds."""
     strategy = resolved_config(["fit", "--config", str(EXPERIMENTS / file)], capsys)["trainer"]["strategy"]

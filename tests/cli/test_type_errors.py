@@ -35,7 +35,7 @@ MISTAKES: list[tuple[list[str], str]] = [
     (["--trainer.enable_progress_bar", "perhaps"], "--trainer.enable_progress_bar: expected true, false or null, got 'perhaps'"),
     (["--trainer.precision", "12"], f"--trainer.precision: expected {PRECISIONS} or null, got '12'"),
     (["--data.batch_size", "big"], "--data.batch_size: expected an int, got 'big'"),
-    (["--data.init_args.num_workers", "two"], "--data.init_args.num_workers: expected an int, got 'two'"),
+    (["--data.init_args.num_workers", "two"], "--data.init_args.num_workers: expected an int or null, got 'two'"),
     (["--data.init_args.train_size", "ten"], "--data.init_args.train_size: expected a float or null, got 'ten'"),
     (["--seed_everything", "abc"], "--seed_everything: expected true, false or an int, got 'abc'"),
     (["--checkpoint_every_n_steps", "x"], "--checkpoint_every_n_steps: expected an int, got 'x'"),
