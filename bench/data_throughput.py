@@ -61,11 +61,18 @@ def _image_folder(data_dir: Path, scratch: Path) -> Path:
 
 
 def _loader_rate(module: ImageFolder, max_images: int) -> tuple[float, int]:
-    """(images/s, images timed) over the first `max_images` training images, from the first batch on."""
-    loader = module.train_dataloader()
+    """(images/s, images timed) of the module's training loader."""
+    return timed_rate(module.train_dataloader(), max_images)
+
+
+def timed_rate(loader, max_images: int, finish=None) -> tuple[float, int]:
+    """(images/s, images timed) over the first `max_images` images, from the first batch on
+    (the first batch pays for the workers' start-up: not timed); `finish` runs on each batch."""
     seen, start = 0, None
     for images, _ in loader:
-        if start is None:  # the first batch pays for the workers' start-up: not timed
+        if finish is not None:
+            images = finish(images)
+        if start is None:
             start = time.perf_counter()
             continue
         seen += len(images)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -31,7 +30,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_throughput import _image_folder  # noqa: E402  (a sibling script: run as python bench/loader_dtype.py)
+from data_throughput import _image_folder, timed_rate  # noqa: E402  (a sibling script: run as python bench/loader_dtype.py)
 from vitlight.data import ImageFolder  # noqa: E402
 from vitlight.data.base import SplitDataset  # noqa: E402
 
@@ -49,22 +48,6 @@ class FloatInWorkers(SplitDataset):
         return [(image, label) for image, (_, label) in zip(images, items)]
 
 
-def _rate(loader, max_images: int, finish=None) -> tuple[float, int]:
-    """(images/s, images timed) from the second batch on."""
-    seen, start = 0, None
-    for images, _ in loader:
-        if finish is not None:
-            images = finish(images)
-        if start is None:  # the first batch pays for the workers' start-up
-            start = time.perf_counter()
-            continue
-        seen += len(images)
-        if seen >= max_images:
-            break
-    elapsed = time.perf_counter() - (start or time.perf_counter())
-    return (seen / elapsed if elapsed > 0 else float("nan")), seen
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data_dir", required=True, help="an image folder, or a folder holding train.tar.gz and test.tar.gz of one")
@@ -78,11 +61,11 @@ def main(argv: list[str] | None = None) -> None:
                              random_crop_padding=4, horizontal_flip=True, cache=True, cache_dir=str(Path(scratch) / "cache"))
         module.setup()
         finish = module.device_finish(train=True)
-        uint8_rate, uint8_seen = _rate(module.train_dataloader(), args.max_images, finish)
+        uint8_rate, uint8_seen = timed_rate(module.train_dataloader(), args.max_images, finish)
         shipped = module.train_dataloader()
         old = torch.utils.data.DataLoader(FloatInWorkers(shipped.dataset, finish), batch_size=args.batch_size, shuffle=True,
                                           num_workers=args.num_workers, persistent_workers=args.num_workers > 0, drop_last=True)
-        float_rate, float_seen = _rate(old, args.max_images)
+        float_rate, float_seen = timed_rate(old, args.max_images)
     side = module.image_size
     per_image = 3 * side * side
     setting = f"{args.num_workers} workers, batch {args.batch_size}, {side}px, pad-crop + flip + normalize"
