@@ -3,11 +3,9 @@ a checkpoint on SIGTERM (preemption), and a stop on a non-finite loss."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +16,12 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
 from vitlight.errors import CheckpointError, VitlightError
+from vitlight.files import write_atomic
 from vitlight.syncs import log_due
 
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.ckpt"
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 class TrainingError(VitlightError):
@@ -41,24 +34,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     of the previous good one."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(checkpoint, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(temporary, _default_file_mode())  # mkstemp makes 0600; keep the usual umask-based mode
-            os.replace(temporary, path)
-        except OSError as error:
-            Path(temporary).unlink(missing_ok=True)
-            reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-            kept = "the previous checkpoint is kept" if path.exists() else "no earlier checkpoint exists"
-            raise CheckpointError(f"saving checkpoint {str(path)!r} failed: {reason}; {kept}") from None
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda stream: torch.save(checkpoint, stream), what="checkpoint", error=CheckpointError)
 
 
 class RandomStates(Callback):

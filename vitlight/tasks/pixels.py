@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vitlight.errors import ConfigError, DataError
+from vitlight.errors import ConfigError, DataError, WriteError
+from vitlight.files import write_atomic
 from vitlight.models.palette import Palette
 
 log = logging.getLogger(__name__)
@@ -143,12 +144,9 @@ def data_palette(
     log.info("fitting a %d-colour k-means palette on %d pixels of %s (cached in %s)", size, len(pixels), type(datamodule).__name__, path)
     palette = build_palette(kind, size, channels, pixels, seed)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{torch.randint(10**9, ()).item()}")
-        palette.save(tmp)
-        tmp.replace(path)
-    except OSError as error:
-        log.info("cannot cache the palette in %s (%s)", path, error)
+        write_atomic(path, palette.save, what="palette")
+    except WriteError as error:
+        log.info("cannot cache the palette (%s)", error)
     return palette
 
 
