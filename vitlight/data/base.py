@@ -183,7 +183,7 @@ class ImageDataModule(L.LightningDataModule):
         Args:
             data_dir: local files to read (the dataset's usual on-disk forms); None uses the
                 standard locations or the hub.
-            image_size: side the images are resized to; None keeps the dataset's native size.
+            image_size: side the images are resized to; None: the dataset's default.
             channels: 3 (RGB) or 1 (grey); grey data is repeated to 3 channels when 3 are asked.
             batch_size: training batch size.
             eval_batch_size: validation/test batch size (default: batch_size).
