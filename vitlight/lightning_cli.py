@@ -245,8 +245,9 @@ class VitlightCLI(LightningCLI):
     def _reliability_callbacks(self) -> list:
         checkpoints = str(self.run_folder.checkpoints)
         every = int(self.config[self.subcommand].get("checkpoint_every_n_steps") or 0)
-        # the loss guard runs before the step checkpoint, so damaged weights are never saved
-        return [NonFiniteLossGuard(checkpoints), RandomStates(), PreemptionCheckpoint(checkpoints), StepCheckpoint(checkpoints, every)]
+        # the loss guard sees each step's loss before the step checkpoint saves (and checks it on every save)
+        callbacks = [NonFiniteLossGuard(checkpoints), RandomStates(), PreemptionCheckpoint(checkpoints)]
+        return callbacks + ([StepCheckpoint(checkpoints, every)] if every > 0 else [])
 
     def _run_subcommand(self, subcommand: str) -> None:
         if self.launch is None or self.launch.rank == 0:  # rank-0-only writes: the other nodes may not share the disk
@@ -286,7 +287,9 @@ class VitlightCLI(LightningCLI):
         self.summary["test"] = results
 
     def _checkpoint_to_test(self) -> tuple[str | None, str]:
-        callback = self.trainer.checkpoint_callback
+        # the experiment's ModelCheckpoint (the one that monitors), not the step checkpoint
+        callbacks = [c for c in self.trainer.checkpoint_callbacks if not isinstance(c, StepCheckpoint)]
+        callback = next((c for c in callbacks if getattr(c, "monitor", None)), callbacks[0] if callbacks else None)
         has_validation = bool(self.best_validation.metrics)
         if callback is not None and has_validation and callback.best_model_path:
             return callback.best_model_path, f"best by {callback.monitor}"

@@ -13,7 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from vitlight.errors import CheckpointError, VitlightError
 from vitlight.files import write_atomic
@@ -119,26 +119,32 @@ def _restore_generators(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class StepCheckpoint(Callback):
-    """Writes `last.ckpt` every N optimizer steps (mid-epoch), besides the per-epoch checkpoints.
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint set to write only `last.ckpt`, every N optimizer steps (mid-epoch),
+    besides the per-epoch checkpoints of the experiment's own ModelCheckpoint.
 
-    With the stateful data loader the checkpoint holds the loader's position, so a resumed
-    run continues inside the epoch instead of repeating or skipping batches.
+    Lightning saves once per optimizer step (not once per batch under gradient accumulation). With
+    the stateful data loader the checkpoint holds the loader's position, so a resumed run continues
+    inside the epoch instead of repeating or skipping batches. Every save first asks
+    NonFiniteLossGuard (its `on_save_checkpoint`), so damaged weights are never written.
     """
 
     def __init__(self, dirpath: str, every_n_train_steps: int) -> None:
-        self.dirpath = Path(dirpath)
-        self.every_n_train_steps = every_n_train_steps
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_index: int) -> None:
-        step = trainer.global_step
-        if self.every_n_train_steps > 0 and step > 0 and step % self.every_n_train_steps == 0:
-            trainer.save_checkpoint(self.dirpath / LAST_CHECKPOINT)
+        super().__init__(
+            dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_top_k=0, save_last=True,
+            enable_version_counter=False,  # the experiment's ModelCheckpoint writes the same last.ckpt
+        )
 
 
 class PreemptionCheckpoint(Callback):
     """On SIGTERM (how clusters preempt), Lightning stops after the current batch; this saves
-    `last.ckpt` first, so `--ckpt_path last` resumes from exactly there."""
+    `last.ckpt` first, so `--ckpt_path last` resumes from exactly there.
+
+    Written here because Lightning's OnExceptionCheckpoint (and ModelCheckpoint's save_on_exception)
+    saves on every exception: also when NonFiniteLossGuard stops a run on a NaN loss, which would
+    put the damaged weights in place of the last good checkpoint, and on a full disk or a bug.
+    This saves on SIGTERM alone, under the name `--ckpt_path last` looks for.
+    """
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
