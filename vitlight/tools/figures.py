@@ -234,6 +234,7 @@ def _draw_probe(summary_path: Path, gallery: Gallery) -> None:
 # ----- a sweep --------------------------------------------------------------------------
 def draw_sweep(source, gallery: Gallery) -> None:
     from vitlight.analysis import report as rp
+    from vitlight.analysis import report_plots
 
     records, _ = rp.collect_runs(source.folder)
     records = [r for r in records if r.subcommand == "fit"]
@@ -246,8 +247,8 @@ def draw_sweep(source, gallery: Gallery) -> None:
     headline, pairs = rp.crossovers(points, {r.family: r.kind for r in records}, rp.size_unit(records))
     title = f"{source.label}: {metric} on {dataset}"
     report = rp.as_json(records, points, headline, pairs)
-    for name, draw in (("accuracy_vs_train_size", lambda p: rp.plot_accuracy_vs_data(points, metric, title, p, headline, records)),
-                       ("accuracy_vs_compute", lambda p: rp.plot_accuracy_vs_compute(points, records, metric, title, p))):
+    for name, draw in (("accuracy_vs_train_size", lambda p: report_plots.plot_accuracy_vs_data(points, metric, title, p, headline, records)),
+                       ("accuracy_vs_compute", lambda p: report_plots.plot_accuracy_vs_compute(points, records, metric, title, p))):
         gallery.add(name, draw(gallery.out / f"{name}.png"), {"what": f"the scaling report's {name.replace('_', ' ')} plot", **report})
 
 

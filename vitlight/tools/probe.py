@@ -94,11 +94,9 @@ def raw_pixels(module, images: torch.Tensor) -> torch.Tensor:
 
 
 def accuracy_plot(rows: list[dict], baseline: dict | None, title: str, path: Path) -> Path:
-    import matplotlib
+    from vitlight.analysis.figure_plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     depth = [row["depth"] for row in rows]
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(depth, [row["test_acc"] for row in rows], "o-", label="test")
