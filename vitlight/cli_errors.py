@@ -1,18 +1,28 @@
-"""Turns jsonargparse's multi-line parse errors into one line that names the key, the value and what is valid."""
+"""Command-line errors in one line: jsonargparse's multi-line parse errors turned into one line that
+names the key, the value and what is valid, and the argparse parser of vitlight's own subcommands."""
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
 import sys
 from typing import Any, Iterable
 
-from vitlight.errors import one_line
+from vitlight.errors import ConfigError, one_line
 
 # The arguments of the current `vitlight` call (main() may be given them instead of sys.argv).
 user_argv: list[str] | None = None
 # The class names `--data NAME` and `--model NAME` accept (see register_choices).
 CLASS_CHOICES: dict[str, list[str]] = {}
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for `vitlight sample/probe/report/sweep/...`: a bad flag raises ConfigError, which the
+    command line prints as one line (`vitlight: error: vitlight probe: ...`) before exiting 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
 
 
 # jsonargparse's type names -> what a user writes

@@ -19,19 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
 
 DATA_PLOT = "accuracy_vs_train_size.png"
 COMPUTE_PLOT = "accuracy_vs_compute.png"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"report: {message}")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight report", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+    p = CommandParser(prog="vitlight report", description=__doc__.split("\n\n")[0], allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("source", help="a sweep folder or runs folder (run folders found recursively), or ENTITY/PROJECT/SWEEP_ID online")
     p.add_argument("--out", required=True, help="folder for report.md, the plots and report.json")

@@ -1,5 +1,5 @@
-"""What the command lines of `vitlight sample/probe/attention/figures` share: one-line flag errors,
-`--data` overrides for the checkpoint's data config, and the device flag."""
+"""What the command lines of `vitlight sample/probe/attention/figures` share: `--data` overrides
+for the checkpoint's data config, and the device flag (one-line flag errors: cli_errors.CommandParser)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,6 @@ from vitlight.errors import ConfigError
 
 PALETTE_CHOICES = ("check", "checkpoint")
 DATA_EPILOG = "The data is the one in the checkpoint's run config; --data NAME and --data.KEY VALUE override it."
-
-
-class ToolParser(argparse.ArgumentParser):
-    """Reports a bad flag as one line (the CLI prints ConfigError and exits 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}")
 
 
 def split_data_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

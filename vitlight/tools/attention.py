@@ -21,16 +21,17 @@ import torch
 from PIL import Image
 
 from vitlight.analysis.attention_rollout import HEAD_FUSIONS
+from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError, DataError, error_in_chain
 from vitlight.files import write_atomic
-from vitlight.tools.arguments import ToolParser, device_of, split_data_overrides
+from vitlight.tools.arguments import device_of, split_data_overrides
 
 SUFFIX = "_rollout.png"
 BATCH = 32
 
 
 def parser() -> argparse.ArgumentParser:
-    p = ToolParser(prog="vitlight attention", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+    p = CommandParser(prog="vitlight attention", description=__doc__.split("\n\n")[0], allow_abbrev=False,
                 epilog="--data X and --data.key value override the checkpoint's data config (its eval preprocessing).")
     p.add_argument("--ckpt", required=True, help="an ImageClassifier checkpoint of a ViT/DeiT with a class token")
     p.add_argument("--images", required=True, nargs="+", help="image files (any format PIL reads)")

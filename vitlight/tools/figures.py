@@ -27,15 +27,16 @@ from typing import Any
 
 import torch
 
+from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
-from vitlight.tools.arguments import ToolParser, device_of, split_data_overrides
+from vitlight.tools.arguments import device_of, split_data_overrides
 
 INDEX_NAME = "figures"
 INDEX_FILE = f"{INDEX_NAME}.json"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = ToolParser(prog="vitlight figures", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+    p = CommandParser(prog="vitlight figures", description=__doc__.split("\n\n")[0], allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
                 + "\n--data X and --data.key value override the checkpoint's data config (a timm model needs them for the image figures).")
     p.add_argument("--ckpt", required=True, help="a vitlight .ckpt, a sweep folder, a timm model name, or an ImageGPT in transformers format")

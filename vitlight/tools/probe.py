@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
-from vitlight.tools.arguments import DATA_EPILOG, PALETTE_CHOICES, ToolParser, device_of, split_data_overrides
+from vitlight.tools.arguments import DATA_EPILOG, PALETTE_CHOICES, device_of, split_data_overrides
 
 log = logging.getLogger("vitlight")
 
@@ -33,7 +34,7 @@ PLOT_FILE = "probe_accuracy.png"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = ToolParser(prog="vitlight probe", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
+    p = CommandParser(prog="vitlight probe", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
     p.add_argument("--ckpt", required=True, help="a vitlight checkpoint (PixelPretrainer or ImageClassifier), or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large")
     p.add_argument("--layers", default="all", help="all, middle, or block indices such as 0,3,-1")
     p.add_argument("--pool", default="mean", choices=("mean", "cls"), help="average over positions, or the class token (ViT)")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
+from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
-from vitlight.tools.arguments import DATA_EPILOG, PALETTE_CHOICES, ToolParser, device_of, split_data_overrides
+from vitlight.tools.arguments import DATA_EPILOG, PALETTE_CHOICES, device_of, split_data_overrides
 
 def default_out(checkpoint: str) -> Path:
     """<run folder>/samples for a checkpoint inside runs/<experiment>/<run>/checkpoints/, else ./samples."""
@@ -25,7 +26,7 @@ def default_out(checkpoint: str) -> Path:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = ToolParser(prog="vitlight sample", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
+    p = CommandParser(prog="vitlight sample", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
     p.add_argument("--ckpt", required=True, help="an autoregressive PixelPretrainer checkpoint, or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large")
     p.add_argument("--n", type=int, default=16, help="images to complete, spread evenly over the split")
     p.add_argument("--out", default=None, help="output folder (default: the run's samples/ folder)")
