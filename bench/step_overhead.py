@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 import lightning as L  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
-from vitlight.cli import VitlightCLI  # noqa: E402
+from vitlight.lightning_cli import VitlightCLI  # noqa: E402
 from vitlight.data.base import ImageDataModule, SplitData  # noqa: E402
 from vitlight.tasks.backbones import apply_cifar_stem, create_backbone  # noqa: E402
 from vitlight.tasks.optim import weight_decay_groups  # noqa: E402

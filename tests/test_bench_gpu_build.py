@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import EXPERIMENTS
-from vitlight.cli import VitlightCLI
+from vitlight.lightning_cli import VitlightCLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import gpu_build  # noqa: E402

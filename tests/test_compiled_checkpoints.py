@@ -72,7 +72,7 @@ def test_compiled_igpt_checkpoint_loads_everywhere(tmp_path: Path, images: Path)
 
 def test_checkpoints_of_older_compiled_runs_still_load(tmp_path: Path):
     """Before vitlight compiled in place, torch.compile replaced the backbone: keys had `_orig_mod.`."""
-    from vitlight.tasks.weights import without_compile_wrapper
+    from vitlight.checkpoints import without_compile_wrapper
 
     old = {"backbone._orig_mod.blocks.0.attn.qkv.weight": torch.zeros(1), "head.bias": torch.ones(1)}
     assert set(without_compile_wrapper(old)) == {"backbone.blocks.0.attn.qkv.weight", "head.bias"}

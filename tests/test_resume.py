@@ -99,7 +99,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(images: Path
 
 def test_resume_reuses_the_wandb_id_and_asks_wandb_to_resume(tmp_path: Path, images: Path):
     """Online, W&B continues a run when wandb.init gets its id and resume="allow" (what the logger is given)."""
-    from vitlight.cli import VitlightCLI
+    from vitlight.lightning_cli import VitlightCLI
 
     run = tmp_path / "runs" / "quickstart" / "20260101-000000-abcdef"
     (run / "checkpoints").mkdir(parents=True)

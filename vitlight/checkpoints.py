@@ -1,13 +1,13 @@
 """Reading vitlight checkpoints back: the module, and the data its run was configured with.
 
 Every checkpoint carries the run's resolved config (`vitlight_config`, plain types), so a
-checkpoint alone is enough for `vitlight sample/probe/attention`, and `--data ...` overrides it.
+checkpoint alone is enough for `vitlight sample/probe/attention`, and `--data ...` overrides it
+(`vitlight.data.from_config` builds that data module).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,12 @@ def import_class(class_path: str) -> type:
         raise ConfigError(f"class {class_path!r} cannot be imported") from None
 
 
+def without_compile_wrapper(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """State-dict keys as the plain module has them: checkpoints of runs that replaced a submodule by
+    `torch.compile(module)` (vitlight before it compiled in place) carry `_orig_mod.` in their keys."""
+    return {key.replace("._orig_mod.", ".").removeprefix("_orig_mod."): value for key, value in state_dict.items()}
+
+
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[L.LightningModule, dict[str, Any]]:
     """The trained LightningModule of a checkpoint (built from its saved hyperparameters) and the run config."""
     checkpoint = read_checkpoint(path)
@@ -77,27 +83,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> t
     module = module_class(**hparams)
     if hasattr(module, "on_load_checkpoint"):
         module.on_load_checkpoint(checkpoint)
-    from vitlight.tasks.weights import without_compile_wrapper
-
     missing, unexpected = module.load_state_dict(without_compile_wrapper(checkpoint["state_dict"]), strict=False)
     if unexpected or missing:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit {module_class.__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return module.to(map_location).eval(), config
-
-
-def build_datamodule(data_config: dict[str, Any] | None, overrides: list[str] | None = None):
-    """Instantiates the data module of a run config, with `--data X --data.key value` overrides on top."""
-    from jsonargparse import ArgumentParser
-
-    from vitlight.cli_errors import format_parse_error
-    from vitlight.data.base import ImageDataModule
-
-    class _Parser(ArgumentParser):
-        def error(self, message: str, ex: Exception | None = None):  # type: ignore[override]
-            raise ConfigError(format_parse_error(str(message), argv=overrides))
-
-    parser = _Parser(exit_on_error=False)
-    parser.add_subclass_arguments(ImageDataModule, "data")
-    args = (["--data", json.dumps(data_config)] if data_config else []) + list(overrides or [])
-    config = parser.parse_args(args)
-    return parser.instantiate_classes(config).data

@@ -1,15 +1,28 @@
-"""Turns jsonargparse's multi-line parse errors into one line that names the key, the value and what is valid."""
+"""Command-line errors in one line: jsonargparse's multi-line parse errors turned into one line that
+names the key, the value and what is valid, and the argparse parser of vitlight's own subcommands."""
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
 import sys
-from typing import Iterable
+from typing import Any, Iterable
 
-MAX_LENGTH = 600
+from vitlight.errors import ConfigError, one_line
+
 # The arguments of the current `vitlight` call (main() may be given them instead of sys.argv).
 user_argv: list[str] | None = None
+# The class names `--data NAME` and `--model NAME` accept (see register_choices).
+CLASS_CHOICES: dict[str, list[str]] = {}
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for `vitlight sample/probe/report/sweep/...`: a bad flag raises ConfigError, which the
+    command line prints as one line (`vitlight: error: vitlight probe: ...`) before exiting 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
 
 
 # jsonargparse's type names -> what a user writes
@@ -136,27 +149,14 @@ def _wrong_type(message: str, argv: list[str]) -> str | None:
     return f"{where}: expected {_join(words)}, got {value!r}"
 
 
-def _subclass_names(key: str) -> list[str]:
-    """The class names a subclass-mode key accepts (data modules for `data`, tasks for `model`)."""
-    if key == "data":
-        import vitlight.data as package
-        from vitlight.data.base import ImageDataModule as base
-    elif key == "model":
-        import lightning as L
-        import vitlight.tasks as package
+def register_choices(key: str, classes: Iterable[Any], base: type) -> None:
+    """Records the subclasses of `base` among `classes` as the class names `--key NAME` accepts.
 
-        base = L.LightningModule
-    else:
-        return []
-    return sorted(
-        name for name, value in vars(package).items()
-        if isinstance(value, type) and issubclass(value, base) and value is not base
-    )
-
-
-def _squash(message: str) -> str:
-    lines = [line.strip(" -") for line in message.splitlines() if line.strip(" -")]
-    return "; ".join(dict.fromkeys(lines))
+    `vitlight.data` and `vitlight.tasks` call this when imported, so that an unknown `--data` or
+    `--model` lists the valid names without this module importing either package.
+    """
+    names = {c.__name__ for c in classes if isinstance(c, type) and issubclass(c, base) and c is not base}
+    CLASS_CHOICES[key] = sorted(set(CLASS_CHOICES.get(key, [])) | names)
 
 
 def format_parse_error(message: str, option_strings: Iterable[str] = (), argv: list[str] | None = None) -> str:
@@ -166,7 +166,7 @@ def format_parse_error(message: str, option_strings: Iterable[str] = (), argv: l
     key = key_match.group(1) if key_match else None
     value = value_match.group(1).strip() if value_match else None
     if key in ("data", "model") and "Expected a dot import path string" in message and message.count("Parser key") == 1:
-        valid = _subclass_names(key)
+        valid = CLASS_CHOICES.get(key, [])
         return f"{key} {value!r} is not a known class; valid: {', '.join(valid) or 'a class_path'}"
     wrong = _wrong_type(message, argv)
     if wrong:
@@ -184,5 +184,4 @@ def format_parse_error(message: str, option_strings: Iterable[str] = (), argv: l
         close = difflib.get_close_matches(bad, list(option_strings), n=3, cutoff=0.75)
         hint = f"; did you mean {' or '.join(close)}?" if close else "; `vitlight fit --help` lists the valid keys"
         return f"unknown option {bad}{hint}"
-    text = _squash(message)
-    return text if len(text) <= MAX_LENGTH else text[: MAX_LENGTH - 3] + "..."
+    return one_line(message)

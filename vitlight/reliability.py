@@ -3,11 +3,9 @@ a checkpoint on SIGTERM (preemption), and a stop on a non-finite loss."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +13,15 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from vitlight.errors import CheckpointError, VitlightError
+from vitlight.files import write_atomic
 from vitlight.syncs import log_due
 
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.ckpt"
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 class TrainingError(VitlightError):
@@ -41,24 +34,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     of the previous good one."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(checkpoint, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(temporary, _default_file_mode())  # mkstemp makes 0600; keep the usual umask-based mode
-            os.replace(temporary, path)
-        except OSError as error:
-            Path(temporary).unlink(missing_ok=True)
-            reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-            kept = "the previous checkpoint is kept" if path.exists() else "no earlier checkpoint exists"
-            raise CheckpointError(f"saving checkpoint {str(path)!r} failed: {reason}; {kept}") from None
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda stream: torch.save(checkpoint, stream), what="checkpoint", error=CheckpointError)
 
 
 class RandomStates(Callback):
@@ -143,26 +119,32 @@ def _restore_generators(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class StepCheckpoint(Callback):
-    """Writes `last.ckpt` every N optimizer steps (mid-epoch), besides the per-epoch checkpoints.
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint set to write only `last.ckpt`, every N optimizer steps (mid-epoch),
+    besides the per-epoch checkpoints of the experiment's own ModelCheckpoint.
 
-    With the stateful data loader the checkpoint holds the loader's position, so a resumed
-    run continues inside the epoch instead of repeating or skipping batches.
+    Lightning saves once per optimizer step (not once per batch under gradient accumulation). With
+    the stateful data loader the checkpoint holds the loader's position, so a resumed run continues
+    inside the epoch instead of repeating or skipping batches. Every save first asks
+    NonFiniteLossGuard (its `on_save_checkpoint`), so damaged weights are never written.
     """
 
     def __init__(self, dirpath: str, every_n_train_steps: int) -> None:
-        self.dirpath = Path(dirpath)
-        self.every_n_train_steps = every_n_train_steps
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_index: int) -> None:
-        step = trainer.global_step
-        if self.every_n_train_steps > 0 and step > 0 and step % self.every_n_train_steps == 0:
-            trainer.save_checkpoint(self.dirpath / LAST_CHECKPOINT)
+        super().__init__(
+            dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_top_k=0, save_last=True,
+            enable_version_counter=False,  # the experiment's ModelCheckpoint writes the same last.ckpt
+        )
 
 
 class PreemptionCheckpoint(Callback):
     """On SIGTERM (how clusters preempt), Lightning stops after the current batch; this saves
-    `last.ckpt` first, so `--ckpt_path last` resumes from exactly there."""
+    `last.ckpt` first, so `--ckpt_path last` resumes from exactly there.
+
+    Written here because Lightning's OnExceptionCheckpoint (and ModelCheckpoint's save_on_exception)
+    saves on every exception: also when NonFiniteLossGuard stops a run on a NaN loss, which would
+    put the damaged weights in place of the last good checkpoint, and on a full disk or a bug.
+    This saves on SIGTERM alone, under the name `--ckpt_path last` looks for.
+    """
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)

@@ -7,7 +7,6 @@ import os
 import platform
 import secrets
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -19,6 +18,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from vitlight.errors import ConfigError
+from vitlight.files import write_json_atomic
+from vitlight.logging_wandb import redact_secrets
 
 SUMMARY_FILE = "summary.json"
 TRACKED_PACKAGES = ("vitlight", "torch", "torchvision", "lightning", "torchmetrics", "timm", "datasets", "wandb", "numpy")
@@ -65,6 +66,12 @@ class RunFolder:
         if not os.access(self.path, os.W_OK):
             raise ConfigError(f"the run folder {str(self.path)!r} is not writable; set --runs_dir to a writable folder")
 
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        """Writes the run's summary.json (secrets redacted, atomically): every command that records a run calls this."""
+        path = self.path / SUMMARY_FILE
+        write_json_atomic(path, redact_secrets(summary), what="summary")
+        return path
+
 
 def latest_run(runs_dir: Path, experiment: str) -> Path | None:
     """The newest run folder of an experiment (run ids sort by start time)."""
@@ -109,7 +116,7 @@ def write_start_record(run: RunFolder, subcommand: str, seed: Any) -> dict[str, 
         "packages": package_versions(),
         "hardware": hardware(),
     }
-    write_json_atomic(path, record)
+    run.write_summary(record)
     return record
 
 
@@ -123,21 +130,6 @@ def wandb_id_of(run_path: Path) -> str | None:
         return str(recorded)
     folders = sorted(p for p in (run_path / "wandb").glob("*run-*-*") if p.is_dir())
     return folders[-1].name.rsplit("-", 1)[-1] if folders else None
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Writes to a temporary file in the same folder, syncs it, then renames: never a half-written file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, sort_keys=False, default=str)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; summaries are meant to be read by others
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def git_commit() -> str | None:

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import EXPERIMENTS
 from vitlight.cli import main
 from vitlight.cli_errors import format_parse_error
-from vitlight.sweeps.keys import _ParseFailure, fit_parser
+from vitlight.parse_check import ParseFailure, fit_parser
 
 QUICKSTART = str(EXPERIMENTS / "quickstart.yaml")
 PRECISIONS = "64, 32, 16, transformer-engine, transformer-engine-float16, 16-true, 16-mixed, bf16-true, bf16-mixed, 32-true, 64-true, bf16"
@@ -47,7 +47,7 @@ def parse_error_line(argv: list[str]) -> str:
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             fit_parser().parse_args(argv)
-    except _ParseFailure as failure:
+    except ParseFailure as failure:
         return format_parse_error(str(failure), argv=argv)
     raise AssertionError(f"{argv} parsed")
 

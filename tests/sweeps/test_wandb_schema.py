@@ -177,7 +177,7 @@ def test_the_schema_check_rejects(case: str):
 
 def test_flat_names_reach_vitlight_as_the_agent_passes_them():
     """W&B's agent passes a flat dotted name as `--model.optimizer.lr=V`; vitlight's parser takes it."""
-    from vitlight.sweeps.keys import fit_problem
+    from vitlight.parse_check import fit_problem
 
     argv = ["fit", "--config", str(ROOT / "experiments" / "vit_ti4_cifar10.yaml"), "--model.optimizer.lr=0.001",
             "--model.optimizer.weight_decay=0.01", "--model.lr_scheduler.warmup_fraction=0.1"]

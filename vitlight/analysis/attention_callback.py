@@ -18,13 +18,12 @@ from collections.abc import Sequence
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch import Tensor, nn
 
 from vitlight.analysis.attention_rollout import HEAD_FUSIONS, attention_rollout
 from vitlight.analysis.overlay import overlay_heatmap
+from vitlight.analysis.validation_images import ValidationImagesLogger
 from vitlight.errors import ConfigError
 
 LOG_KEY = "val/attention_rollout"
@@ -75,15 +74,10 @@ def rollout_backbone(module: nn.Module) -> nn.Module:
 
 
 # ----- the callback ----------------------------------------------------------------------
-class AttentionRolloutLogger(Callback):
-    """Logs attention-rollout overlays of fixed validation images to every WandbLogger.
-
-    The images are the first ``num_images`` of the validation dataset (eval transform), picked
-    once and reused every time, so the overlays of different epochs show the same images.
-    Without a WandbLogger it does nothing. A model that rollout cannot explain (no class
-    token: ResNet, a ViT with global pooling only) gets one warning and the callback turns off;
-    training goes on.
-    """
+class AttentionRolloutLogger(ValidationImagesLogger):
+    """Logs attention-rollout overlays of fixed validation images to every WandbLogger
+    (see ValidationImagesLogger). A model that rollout cannot explain (no class token: ResNet,
+    a ViT with global pooling only) gets one warning and the callback turns off."""
 
     def __init__(self, every_n_epochs: int = 1, num_images: int = 8, head_fusion: str = "mean") -> None:
         """
@@ -92,66 +86,12 @@ class AttentionRolloutLogger(Callback):
             num_images: how many validation images to show (fewer if the split is smaller).
             head_fusion: how attention heads are combined: mean, max or min.
         """
-        super().__init__()
-        if every_n_epochs < 1:
-            raise ConfigError(f"AttentionRolloutLogger every_n_epochs must be at least 1, got {every_n_epochs}")
-        if num_images < 1:
-            raise ConfigError(f"AttentionRolloutLogger num_images must be at least 1, got {num_images}")
+        super().__init__(every_n_epochs, num_images)
         if head_fusion not in HEAD_FUSIONS:
             raise ConfigError(f"AttentionRolloutLogger head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
-        self.every_n_epochs = every_n_epochs
-        self.num_images = num_images
         self.head_fusion = head_fusion
-        self.disabled = False
-        self._images: Tensor | None = None  # (N, C, H, W) as the dataset serves them (uint8), on the CPU
-        self._labels: list[int] = []
 
-    # ----- which images --------------------------------------------------------------
-    def _disable(self, reason: str) -> None:
-        self.disabled = True
-        rank_zero_warn(f"AttentionRolloutLogger is off: {reason}")
-
-    def _pick_images(self, trainer: L.Trainer) -> bool:
-        """Takes the first num_images items of the validation dataset once; False (and off) when it cannot."""
-        if self._images is not None:
-            return True
-        loaders = trainer.val_dataloaders
-        if isinstance(loaders, (list, tuple)):
-            loaders = loaders[0] if loaders else None
-        dataset = getattr(loaders, "dataset", None)
-        if dataset is None:
-            self._disable("no validation dataset to take images from")
-            return False
-        count = min(self.num_images, len(dataset))
-        images, labels = [], []
-        for index in range(count):
-            item = dataset[index]
-            if not isinstance(item, (tuple, list)) or not isinstance(item[0], Tensor) or item[0].dim() != 3:
-                self._disable(f"validation items must be (image (C, H, W), label); item 0 is {type(item).__name__}")
-                return False
-            images.append(item[0])
-            labels.append(int(item[1]) if len(item) > 1 else -1)
-        if not images:
-            self._disable("the validation dataset is empty")
-            return False
-        self._images = torch.stack(images).cpu()
-        self._labels = labels
-        return True
-
-    # ----- when ---------------------------------------------------------------------
-    def _due(self, trainer: L.Trainer) -> bool:
-        if self.disabled or trainer.sanity_checking or not trainer.is_global_zero:
-            return False
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from vitlight.logging_wandb import wandb_loggers
-
-        if not self._due(trainer):
-            return
-        loggers = wandb_loggers(trainer.loggers)
-        if not loggers or not self._pick_images(trainer):
-            return
+    def log_figures(self, trainer: L.Trainer, pl_module: L.LightningModule, loggers: list) -> None:
         model = rollout_backbone(pl_module)
         parameter = next(model.parameters(), None)
         images = self._images

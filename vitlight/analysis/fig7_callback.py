@@ -20,9 +20,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch import Tensor
 
@@ -30,6 +27,7 @@ from vitlight.analysis.attention_distance import mean_attention_distance
 from vitlight.analysis.embeddings import patch_embedding_pca, patch_grid, position_embedding_similarity, vit_of
 from vitlight.analysis.figure_plots import plot_attention_distance, plot_components, plot_position_similarity
 from vitlight.analysis.model_input import model_input
+from vitlight.analysis.validation_images import ValidationImagesLogger
 from vitlight.errors import ConfigError
 
 PREFIX = "fig7"
@@ -44,7 +42,7 @@ def _pixels(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-class Fig7Logger(Callback):
+class Fig7Logger(ValidationImagesLogger):
     """Logs Fig. 7 (left, centre, right) of the current weights to every WandbLogger.
 
     A model the analyses do not fit (a CNN, a ViT without learned position embeddings) gets one
@@ -58,49 +56,12 @@ class Fig7Logger(Callback):
             num_images: validation images the attention distances are averaged over (fewer if the split is smaller).
             components: how many principal components of the patch-embedding filters to show.
         """
-        super().__init__()
-        for name, value in (("every_n_epochs", every_n_epochs), ("num_images", num_images), ("components", components)):
-            if value < 1:
-                raise ConfigError(f"Fig7Logger {name} must be at least 1, got {value}")
-        self.every_n_epochs = every_n_epochs
-        self.num_images = num_images
+        super().__init__(every_n_epochs, num_images)
+        if components < 1:
+            raise ConfigError(f"Fig7Logger components must be at least 1, got {components}")
         self.components = components
-        self.disabled = False
-        self._images: Tensor | None = None  # (N, C, H, W) as the dataset gives them, on the CPU
 
-    def _disable(self, reason: str) -> None:
-        self.disabled = True
-        rank_zero_warn(f"Fig7Logger is off: {reason}")
-
-    def _due(self, trainer: L.Trainer) -> bool:
-        if self.disabled or trainer.sanity_checking or not trainer.is_global_zero:
-            return False
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
-
-    def _pick_images(self, trainer: L.Trainer) -> bool:
-        if self._images is not None:
-            return True
-        loaders = trainer.val_dataloaders
-        loaders = (loaders[0] if loaders else None) if isinstance(loaders, (list, tuple)) else loaders
-        dataset = getattr(loaders, "dataset", None)
-        if dataset is None or len(dataset) == 0:
-            self._disable("no validation images to measure attention distances on")
-            return False
-        items = [dataset[index] for index in range(min(self.num_images, len(dataset)))]
-        if not all(isinstance(item, (tuple, list)) and isinstance(item[0], Tensor) and item[0].dim() == 3 for item in items):
-            self._disable("validation items must be (image (C, H, W), label)")
-            return False
-        self._images = torch.stack([item[0] for item in items]).cpu()
-        return True
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from vitlight.logging_wandb import wandb_loggers
-
-        if not self._due(trainer):
-            return
-        loggers = wandb_loggers(trainer.loggers)
-        if not loggers or not self._pick_images(trainer):
-            return
+    def log_figures(self, trainer: L.Trainer, pl_module: L.LightningModule, loggers: list) -> None:
         model = vit_of(pl_module)
         settings = getattr(trainer.datamodule, "transform_settings", None) if trainer.datamodule is not None else None
         images = model_input(self._images, getattr(settings, "mean", (0.0,)), getattr(settings, "std", (1.0,)))

@@ -14,7 +14,8 @@ from torch import Tensor
 __all__ = ["plot_attention_distance", "plot_components", "plot_position_similarity", "tile_images"]
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +27,7 @@ def _pyplot():
 def _save(figure, path: Path, dpi: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return path
 
 
@@ -39,7 +40,7 @@ def _component_image(component: np.ndarray) -> np.ndarray:
 
 def plot_components(components: Tensor, explained: Tensor, title: str, path: Path, columns: int = 7) -> Path:
     """Fig. 7 left: the principal components of the patch-embedding filters, a grid of small images."""
-    plt = _pyplot()
+    plt = pyplot()
     count = components.shape[0]
     rows = math.ceil(count / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9 + 0.5), squeeze=False)
@@ -56,7 +57,7 @@ def plot_components(components: Tensor, explained: Tensor, title: str, path: Pat
 
 def plot_position_similarity(similarity: Tensor, grid: tuple[int, int], title: str, path: Path) -> Path:
     """Fig. 7 centre: for each patch position (row, column), the similarity of its embedding to every other's."""
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = grid
     size = min(0.5, 8.0 / max(rows, cols))
     figure, axes = plt.subplots(rows, cols, figsize=(cols * size + 1.2, rows * size + 0.8), squeeze=False)
@@ -81,7 +82,7 @@ def plot_position_similarity(similarity: Tensor, grid: tuple[int, int], title: s
 
 def plot_attention_distance(distance: Tensor, image_size: tuple[int, int], title: str, path: Path) -> Path:
     """Fig. 7 right: mean attention distance (pixels) against block index, one dot per head."""
-    plt = _pyplot()
+    plt = pyplot()
     depth, heads = distance.shape
     figure, axis = plt.subplots(figsize=(4.5, 3.6))
     layers = np.arange(depth).repeat(heads)

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from vitlight.analysis.report import _pyplot, flops_per_image, images_seen
+from vitlight.analysis.figure_plots import pyplot
+from vitlight.analysis.report import flops_per_image, images_seen
 
 PROBE_METRIC = "probe/test_acc"
 PARAMETERS_PLOT = "probe_vs_parameters.png"
@@ -114,7 +115,7 @@ def collect_pipelines(root: Path) -> list[PipelineRecord]:
 
 
 def _plot(records: list[PipelineRecord], metric: str, x_of, x_label: str, title: str, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.4))
     for size in sorted({r.train_size for r in records}, key=lambda s: (s is None, s)):
         points = sorted((x_of(r), r.metrics[metric], r.model) for r in records

@@ -19,19 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
 
 DATA_PLOT = "accuracy_vs_train_size.png"
 COMPUTE_PLOT = "accuracy_vs_compute.png"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"report: {message}")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight report", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+    p = CommandParser(prog="vitlight report", description=__doc__.split("\n\n")[0], allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("source", help="a sweep folder or runs folder (run folders found recursively), or ENTITY/PROJECT/SWEEP_ID online")
     p.add_argument("--out", required=True, help="folder for report.md, the plots and report.json")
@@ -96,6 +92,7 @@ def log_wandb(out: Path, wandb_dir: Path, title: str, metric: str, records: list
 
 def main(argv: list[str]) -> int:
     from vitlight.analysis import report as rp
+    from vitlight.analysis import report_plots
 
     args = parser().parse_args(argv)
     source = Path(args.source).expanduser()
@@ -128,12 +125,12 @@ def main(argv: list[str]) -> int:
     kinds = {r.family: r.kind for r in records}
     headline, pairs = rp.crossovers(points, kinds, rp.size_unit(records))
     files = {
-        "accuracy_vs_train_size": rp.plot_accuracy_vs_data(points, args.metric, title, out / DATA_PLOT, headline, records),
-        "accuracy_vs_compute": rp.plot_accuracy_vs_compute(points, records, args.metric, title, out / COMPUTE_PLOT),
+        "accuracy_vs_train_size": report_plots.plot_accuracy_vs_data(points, args.metric, title, out / DATA_PLOT, headline, records),
+        "accuracy_vs_compute": report_plots.plot_accuracy_vs_compute(points, records, args.metric, title, out / COMPUTE_PLOT),
     }
     report = rp.as_json(records, points, headline, pairs)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    text = rp.markdown(title, args.source, args.metric, records, points, headline, pairs,
+    text = report_plots.markdown(title, args.source, args.metric, records, points, headline, pairs,
                        {name: path.name for name, path in files.items()}, skipped, others, args.command)
     (out / "report.md").write_text(text)
     mode = log_wandb(out, Path(args.wandb_dir or out).expanduser(), title, args.metric, records, files, report)

@@ -1,5 +1,6 @@
 """vitlight's data modules: `--data CIFAR10 --data.data_dir DIR` selects one by class name."""
 
+from vitlight.cli_errors import register_choices
 from vitlight.data.base import ImageDataModule, SplitData, SplitDataset
 from vitlight.data.generic import HubImageDataset, ImageFolder
 from vitlight.data.named import (
@@ -13,3 +14,5 @@ __all__ = [
     "EmbeddedDigits", "CIFAR10", "CIFAR100", "MNIST", "FashionMNIST", "SVHN", "STL10",
     "OxfordPets", "Flowers102", "Imagenette", "TinyImageNet", "ImageNet", "ImageFolder", "HubImageDataset",
 ]
+
+register_choices("data", list(globals().values()), ImageDataModule)

@@ -183,7 +183,7 @@ class ImageDataModule(L.LightningDataModule):
         Args:
             data_dir: local files to read (the dataset's usual on-disk forms); None uses the
                 standard locations or the hub.
-            image_size: side the images are resized to; None keeps the dataset's native size.
+            image_size: side the images are resized to; None: the dataset's default.
             channels: 3 (RGB) or 1 (grey); grey data is repeated to 3 channels when 3 are asked.
             batch_size: training batch size.
             eval_batch_size: validation/test batch size (default: batch_size).
@@ -339,10 +339,14 @@ class ImageDataModule(L.LightningDataModule):
             "class_counts": self.class_counts,
         }
 
-    def dataset(self, split: str, train_transform: bool | None = None) -> SplitDataset:
-        self.setup()
+    def dataset(self, split: str, train_transform: bool | None = None, data: SplitData | None = None) -> SplitDataset:
+        """A split served as the loaders serve it; `data` serves other images (the whole training pool,
+        which the palette is fitted on) with the transform of `split`."""
+        if data is None:
+            self.setup()
+            data = self.splits[split]
         use_train = split == "train" if train_transform is None else train_transform
-        return SplitDataset(self.splits[split], Pipeline(self.transform_settings, train=use_train), self.channels)
+        return SplitDataset(data, Pipeline(self.transform_settings, train=use_train), self.channels)
 
     def device_finish(self, train: bool) -> DeviceFinish:
         """The batch stage that runs on the device after the transfer (train or eval transform)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vitlight.errors import DataError
+from vitlight.files import write_atomic
 
 CACHE_VERSION = 1
 CACHE_ENV = "VITLIGHT_CACHE"
@@ -164,11 +165,11 @@ class ImageCache:
             return None
 
     def write_json(self, name: str, content: dict) -> None:
-        """Writes `<root>/<name>.json` atomically (temporary file + rename)."""
+        """Writes `<root>/<name>.json` atomically."""
         self._make_root()
-        tmp = self.root / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
-        tmp.write_text(json.dumps(content))
-        os.replace(tmp, self.root / f"{name}.json")
+        text = json.dumps(content).encode()
+        write_atomic(self.root / f"{name}.json", lambda stream: stream.write(text), what="cache record",
+                     error=DataError, temporary_prefix=f".tmp-{name}-")  # `.tmp-*`: removed when stale
 
     def _remove_stale(self) -> None:
         now = time.time()

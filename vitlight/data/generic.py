@@ -9,6 +9,7 @@ side; otherwise it is decoded on the fly.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from vitlight.data.readers import SourceSplit
 from vitlight.data.readers.folder import ClassIndex, class_folders, find_image_folder
@@ -40,27 +41,9 @@ class ImageFolder(SourceDataModule):
         data_dir: str | None = None,
         test_folder: str = "test",
         val_folder: str | None = "val",
-        image_size: int | None = None,
-        channels: int | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        train_size: float | None = None,
-        val_fraction: float = 0.02,
-        seed: int = 0,
-        random_resized_crop: bool = False,
-        crop_scale_min: float = 0.08,
-        random_crop_padding: int = 0,
-        horizontal_flip: bool = False,
-        randaugment: str | None = None,
-        random_erasing: float = 0.0,
-        interpolation: str = "bilinear",
-        eval_crop_pct: float | None = None,
-        repeated_augmentation: int = 0,
-        cache: bool | None = None,
-        cache_dir: str | None = None,
+        **shared: Any,
     ) -> None:
         """
         Args:
@@ -69,20 +52,13 @@ class ImageFolder(SourceDataModule):
             val_folder: name of the validation folder; when absent (or None), val is carved from train.
             mean: per-channel normalization mean (default: ImageNet's).
             std: per-channel normalization std (default: ImageNet's).
-            cache: True/False forces the decode cache on/off; None decides from the image sizes.
-            Other arguments: as in SourceDataModule.
+            shared: the options of SourceDataModule and ImageDataModule (`cache: null` decides
+                from the image sizes), listed by LightningCLI as this class's own.
         """
         if data_dir is None:
             raise DataError(f"ImageFolder needs data.data_dir: {self.local_forms}")
         self.mean, self.std = _stats("mean", mean, self.mean), _stats("std", std, self.std)
-        super().__init__(
-            data_dir=data_dir, image_size=image_size, channels=channels, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
-            val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
-            crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, interpolation=interpolation,
-            eval_crop_pct=eval_crop_pct, repeated_augmentation=repeated_augmentation, cache=cache, cache_dir=cache_dir,
-        )
+        super().__init__(data_dir=data_dir, revision=None, **shared)  # a folder has no hub revision
         self.native_channels = self.channels
         self.split_names = {"train": ("train",), "test": (test_folder,), "val": (val_folder,) if val_folder else ()}
         train = self.data_path / "train"
@@ -133,27 +109,9 @@ class HubImageDataset(SourceDataModule):
         test_split: str = "test",
         val_split: str | None = None,
         class_names: list[str] | None = None,
-        image_size: int | None = None,
-        channels: int | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        train_size: float | None = None,
-        val_fraction: float = 0.02,
-        seed: int = 0,
-        random_resized_crop: bool = False,
-        crop_scale_min: float = 0.08,
-        random_crop_padding: int = 0,
-        horizontal_flip: bool = False,
-        randaugment: str | None = None,
-        random_erasing: float = 0.0,
-        interpolation: str = "bilinear",
-        eval_crop_pct: float | None = None,
-        repeated_augmentation: int = 0,
-        cache: bool | None = None,
-        cache_dir: str | None = None,
+        **shared: Any,
     ) -> None:
         """
         Args:
@@ -170,21 +128,13 @@ class HubImageDataset(SourceDataModule):
                 column's ClassLabel feature (hub metadata, or the save_to_disk folder).
             mean: per-channel normalization mean (default: ImageNet's).
             std: per-channel normalization std (default: ImageNet's).
-            cache: True/False forces the decode cache on/off; None decides from the image sizes.
-            Other arguments: as in SourceDataModule.
+            shared: the options of SourceDataModule and ImageDataModule (`cache: null` decides
+                from the image sizes), listed by LightningCLI as this class's own.
         """
         if dataset_id is None and data_dir is None:
             raise DataError("HubImageDataset needs data.dataset_id (a Hugging Face dataset id) or data.data_dir (a save_to_disk folder)")
         self.mean, self.std = _stats("mean", mean, self.mean), _stats("std", std, self.std)
-        super().__init__(
-            data_dir=data_dir, image_size=image_size, channels=channels, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
-            val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
-            crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, interpolation=interpolation,
-            eval_crop_pct=eval_crop_pct, repeated_augmentation=repeated_augmentation, cache=cache, cache_dir=cache_dir,
-            revision=revision,
-        )
+        super().__init__(data_dir=data_dir, revision=revision, **shared)
         self.native_channels = self.channels
         self.dataset_id = dataset_id
         self.config_name = config_name

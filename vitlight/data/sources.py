@@ -17,6 +17,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,64 +65,24 @@ class SourceDataModule(ImageDataModule):
     def __init__(
         self,
         data_dir: str | None = None,
-        image_size: int | None = None,
-        channels: int | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        train_size: float | None = None,
-        val_fraction: float = 0.02,
-        seed: int = 0,
-        random_resized_crop: bool = False,
-        crop_scale_min: float = 0.08,
-        random_crop_padding: int = 0,
-        horizontal_flip: bool = False,
-        randaugment: str | None = None,
-        random_erasing: float = 0.0,
-        interpolation: str = "bilinear",
-        eval_crop_pct: float | None = None,
-        repeated_augmentation: int = 0,
         cache: bool | None = None,
         cache_dir: str | None = None,
         revision: str | None = None,
+        **shared: Any,
     ) -> None:
         """
         Args:
             data_dir: the dataset's files (its own format, an image folder with train/ and test/
                 (optional val/), or a save_to_disk folder); None: a standard location, else the hub.
-            image_size: side the images are resized to; None: the dataset's default.
-            channels: 3 (RGB) or 1 (grey); None: the dataset's default.
-            batch_size: training batch size.
-            eval_batch_size: validation/test batch size (default: batch_size).
-            num_workers: loader worker processes per training process; None: from the CPU count (at most 8).
-            train_size: a count (> 1) or a fraction (<= 1) of the training pool: a class-balanced
-                subset, nested across sizes for one seed.
-            val_fraction: share of train carved out as validation when the dataset stores none.
-            seed: seed of the train_size subset draw.
-            random_resized_crop: train-time RandomResizedCrop (scale from crop_scale_min to 1).
-            crop_scale_min: smallest crop area of random_resized_crop.
-            random_crop_padding: train-time pad-and-crop (CIFAR style) when > 0.
-            horizontal_flip: train-time random horizontal flip.
-            randaugment: timm RandAugment string such as "rand-m9-mstd0.5", or None.
-            random_erasing: probability of timm's RandomErasing per training image, on the device (DeiT: 0.25).
-            interpolation: "bilinear" or "bicubic" (DeiT), for resizes and random resized crops.
-            eval_crop_pct: timm's eval transform for validation/test: resize the short side to
-                image_size / eval_crop_pct, then centre crop (DeiT: 0.875, i.e. 256 -> 224); None resizes.
-            repeated_augmentation: timm's RepeatAugSampler with this many augmented copies per image
-                (DeiT: 3); 0 or 1: plain shuffle. Under DDP set trainer.use_distributed_sampler: false.
             cache: decode once into the uint8 cache (True) or decode files on the fly (False);
                 None: the dataset's default (on for small-image datasets).
             cache_dir: cache folder (default: $VITLIGHT_CACHE, else ~/.cache/vitlight).
             revision: hub revision (branch, tag or commit) to pin when reading from the hub.
+            shared: the options every data module has (image size, batch sizes, workers, subset,
+                validation split, augmentations), typed and documented in ImageDataModule;
+                LightningCLI lists them as this class's own (`--data.batch_size`).
         """
-        super().__init__(
-            data_dir=data_dir, image_size=image_size, channels=channels, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
-            val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
-            crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, interpolation=interpolation,
-            eval_crop_pct=eval_crop_pct, repeated_augmentation=repeated_augmentation,
-        )
+        super().__init__(data_dir=data_dir, **shared)
         self.cache = cache
         self.cache_dir = cache_dir
         self.revision = revision

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -276,8 +277,9 @@ class Palette:
             raise ValueError(f"palette format version {d['version']} is newer than this vitlight")
         return cls(d["centers"], kind=str(d.get("kind", "custom")))
 
-    def save(self, path: str | Path) -> None:
-        torch.save(self.to_dict(), Path(path))
+    def save(self, target: str | Path | BinaryIO) -> None:
+        """To a file path or an open binary stream."""
+        torch.save(self.to_dict(), target if hasattr(target, "write") else Path(target))
 
     @classmethod
     def load(cls, path: str | Path) -> Palette:

@@ -21,16 +21,12 @@ import signal
 import sys
 from pathlib import Path
 
+from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"sweep: {message}")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight sweep", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+    p = CommandParser(prog="vitlight sweep", description=__doc__.split("\n\n")[0], allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("file", help="a W&B sweep YAML (sweeps/*.yaml)")
     p.add_argument("--count", type=int, default=None, help="trials this runner starts (default: until the sweep is done; random and bayes without run_cap never are)")

@@ -39,7 +39,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from vitlight.errors import ConfigError
-from vitlight.runs import write_json_atomic
+from vitlight.files import write_json_atomic
 from vitlight.sweeps import space
 from vitlight.sweeps.macros import expand
 from vitlight.sweeps.spec import SweepSpec, SweepSpecError

@@ -93,13 +93,18 @@ class Parameter:
     def is_categorical(self) -> bool:
         return self.distribution in ("categorical", "categorical_w")
 
+    @property
+    def listed_values(self) -> list[Any] | None:
+        """The values a constant or categorical parameter names; None for a distribution."""
+        if self.is_constant:
+            return [self.config["value"]]
+        return list(self.config["values"]) if self.is_categorical else None
+
     def grid_values(self) -> list[Any]:
         """The values a grid visits: W&B's grid takes constants, categoricals, int_uniform and q_uniform."""
         c = self.config
-        if self.is_constant:
-            return [c["value"]]
-        if self.is_categorical:
-            return list(c["values"])
+        if self.listed_values is not None:
+            return self.listed_values
         if self.distribution == "int_uniform":
             return list(range(int(c["min"]), int(c["max"]) + 1))
         if self.distribution == "q_uniform":
@@ -110,10 +115,8 @@ class Parameter:
     def examples(self) -> list[Any]:
         """Values to check the key with: every categorical value, else the bounds of the range."""
         c = self.config
-        if self.is_constant:
-            return [c["value"]]
-        if self.is_categorical:
-            return list(c["values"])
+        if self.listed_values is not None:
+            return self.listed_values
         if self.distribution == "int_uniform":
             return [int(c["min"]), int(c["max"])]
         if self.distribution in ("uniform", "q_uniform", "log_uniform_values", "inv_log_uniform_values", "q_log_uniform_values"):

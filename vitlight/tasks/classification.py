@@ -20,7 +20,8 @@ from vitlight.tasks.backbones import apply_cifar_stem, create_backbone, is_convn
 from vitlight.tasks.inputs import batch_stage
 from vitlight.tasks.optim import scale_learning_rate, weight_decay_groups
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
-from vitlight.tasks.weights import load_backbone_weights, without_compile_wrapper
+from vitlight.checkpoints import without_compile_wrapper
+from vitlight.tasks.weights import load_backbone_weights
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from vitlight.errors import ConfigError
 
 
@@ -20,3 +22,12 @@ def batch_stage(trainer: Any, train: bool | None = None):
             "run with a vitlight.data module (--data ...), or hand the model float images"
         )
     return datamodule.device_finish(trainer.training if train is None else train)
+
+
+def augmented_uint8_batch(trainer: Any, batch: Any) -> Any:
+    """(images, labels, ...) with the data module's flips and crops applied to uint8 images on the
+    device (while training), left uint8: for tasks that read pixels, not normalized inputs."""
+    images, labels = batch[0], batch[1]
+    if images.dtype == torch.uint8:
+        images = batch_stage(trainer).augment(images)
+    return (images, labels, *batch[2:])

@@ -34,7 +34,7 @@ from vitlight.models.igpt import IGPT_PRESETS, IGPTConfig, ImageGPT
 from vitlight.models.igpt_transformers import PALETTE_KIND as OPENAI_PALETTE_KIND
 from vitlight.models.palette import Palette
 from vitlight.tasks.optim import weight_decay_groups
-from vitlight.tasks.inputs import batch_stage
+from vitlight.tasks.inputs import augmented_uint8_batch
 from vitlight.tasks.pixels import Tokenizer, bits_per_token, channels_last, check_palette_settings, data_palette
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
@@ -276,10 +276,7 @@ class PixelPretrainer(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """The data module's flips and crops while training, on the uint8 pixels (no normalization)."""
-        images, labels = batch[0], batch[1]
-        if images.dtype == torch.uint8:
-            images = batch_stage(self.trainer).augment(images)
-        return (images, labels, *batch[2:])
+        return augmented_uint8_batch(self.trainer, batch)
 
     def tokenize(self, images: Tensor) -> Tensor:
         """uint8 images (B, C, H, W) -> palette tokens (B, H*W)."""

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vitlight.errors import ConfigError, DataError
+from vitlight.errors import ConfigError, DataError, WriteError
+from vitlight.files import write_atomic
 from vitlight.models.palette import Palette
 
 log = logging.getLogger(__name__)
@@ -75,32 +76,29 @@ def split_pixels(datamodule: Any, split: str, indices: np.ndarray | None = None,
         # ``count`` images spread evenly over the split (splits are often sorted by class)
         total = len(dataset)
         indices = np.arange(total) if count is None or count >= total else np.linspace(0, total - 1, count).round().astype(np.int64)
+    if len(indices) == 0:
+        raise DataError(f"the {split} split has no images")
+    return _gather(dataset, indices)
+
+
+def _gather(dataset: Any, indices: np.ndarray) -> tuple[Tensor, Tensor]:
+    """uint8 (n, S, S, C) pixels and (n,) labels of a dataset's items, read in batches of 512."""
     pixels, labels = [], []
     for start in range(0, len(indices), 512):
         items = dataset.__getitems__([int(i) for i in indices[start:start + 512]])
         pixels.append(channels_last(torch.stack([image for image, _ in items])))
         labels.append(torch.tensor([label for _, label in items], dtype=torch.long))
-    if not pixels:
-        raise DataError(f"the {split} split has no images")
     return torch.cat(pixels), torch.cat(labels)
 
 
 def _pool_pixels(datamodule: Any, n_images: int, seed: int) -> Tensor:
     """uint8 (n, S, S, C): up to ``n_images`` images drawn (seeded) from the whole training pool."""
-    from vitlight.data.base import SplitDataset
-    from vitlight.data.transforms import Pipeline
-
     pool = datamodule.load_split("train")
     if pool is None or len(pool) == 0:
         raise DataError(f"{type(datamodule).__name__}: no training images to fit a palette on")
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(pool), size=min(n_images, len(pool)), replace=False))
-    dataset = SplitDataset(pool, Pipeline(datamodule.transform_settings, train=False), datamodule.channels)
-    blocks = []
-    for start in range(0, len(chosen), 512):
-        items = dataset.__getitems__([int(i) for i in chosen[start:start + 512]])
-        blocks.append(channels_last(torch.stack([image for image, _ in items])))
-    return torch.cat(blocks)
+    return _gather(datamodule.dataset("train", train_transform=False, data=pool), chosen)[0]
 
 
 def palette_cache_name(datamodule: Any, kind: str, size: int, seed: int, n_images: int, n_pixels: int) -> str:
@@ -143,12 +141,9 @@ def data_palette(
     log.info("fitting a %d-colour k-means palette on %d pixels of %s (cached in %s)", size, len(pixels), type(datamodule).__name__, path)
     palette = build_palette(kind, size, channels, pixels, seed)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{torch.randint(10**9, ()).item()}")
-        palette.save(tmp)
-        tmp.replace(path)
-    except OSError as error:
-        log.info("cannot cache the palette in %s (%s)", path, error)
+        write_atomic(path, palette.save, what="palette")
+    except WriteError as error:
+        log.info("cannot cache the palette (%s)", error)
     return palette
 
 

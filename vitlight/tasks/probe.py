@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitlight.errors import CheckpointError, ConfigError
-from vitlight.tasks.inputs import batch_stage
+from vitlight.tasks.inputs import augmented_uint8_batch
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
 log = logging.getLogger(__name__)
@@ -313,10 +313,7 @@ class LinearProbe(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """The data module's train-time flips and crops on the uint8 pixels; LayerFeatures normalizes."""
-        images, labels = batch[0], batch[1]
-        if images.dtype == torch.uint8:
-            images = batch_stage(self.trainer).augment(images)
-        return (images, labels, *batch[2:])
+        return augmented_uint8_batch(self.trainer, batch)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.norm(self.features(images, [self.layer])[self.layer].float()))

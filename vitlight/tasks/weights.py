@@ -45,12 +45,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {_strip_prefix(key): value for key, value in state.items() if not key.startswith("ema.")}
 
 
-def without_compile_wrapper(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """State-dict keys as the plain module has them: checkpoints of runs that replaced a submodule by
-    `torch.compile(module)` (vitlight before it compiled in place) carry `_orig_mod.` in their keys."""
-    return {key.replace("._orig_mod.", ".").removeprefix("_orig_mod."): value for key, value in state_dict.items()}
-
-
 def _strip_prefix(key: str) -> str:
     changed = True
     while changed:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +21,17 @@ import torch
 from PIL import Image
 
 from vitlight.analysis.attention_rollout import HEAD_FUSIONS
-from vitlight.errors import ConfigError, DataError
-from vitlight.tools.sample import _Parser, device_of, split_data_overrides
+from vitlight.cli_errors import CommandParser
+from vitlight.errors import ConfigError, DataError, error_in_chain
+from vitlight.files import write_atomic
+from vitlight.tools.arguments import device_of, split_data_overrides
 
 SUFFIX = "_rollout.png"
 BATCH = 32
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight attention", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+    p = CommandParser(prog="vitlight attention", description=__doc__.split("\n\n")[0], allow_abbrev=False,
                 epilog="--data X and --data.key value override the checkpoint's data config (its eval preprocessing).")
     p.add_argument("--ckpt", required=True, help="an ImageClassifier checkpoint of a ViT/DeiT with a class token")
     p.add_argument("--images", required=True, nargs="+", help="image files (any format PIL reads)")
@@ -87,33 +88,19 @@ def write_png(array: np.ndarray, target: Path) -> None:
     """
     if target.is_dir():
         raise ConfigError(f"cannot write {str(target)!r}: a folder of that name is in the way")
-    try:
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".png.tmp")
-    except OSError as error:
-        raise ConfigError(f"cannot write into {str(target.parent)!r} ({error.strerror or error}); set --out to a writable folder") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(array).save(stream, format="PNG")
-        os.replace(temporary, target)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {str(target)!r} ({error.strerror or error})") from None
+    write_atomic(target, lambda stream: Image.fromarray(array).save(stream, format="PNG"), what="image", error=ConfigError)
 
 
 # ----- the checkpoint's preprocessing ---------------------------------------------------
 def load_datamodule(config: dict, overrides: list[str]):
-    from vitlight.checkpoints import build_datamodule
+    from vitlight.data.from_config import build_datamodule
 
     try:
         return build_datamodule(config.get("data"), overrides)
     except Exception as error:
         # jsonargparse wraps what a data module raises while it is instantiated
-        cause: BaseException | None = error
-        seen: set[int] = set()
-        while cause is not None and not isinstance(cause, DataError) and id(cause) not in seen:
-            seen.add(id(cause))
-            cause = cause.__cause__ or cause.__context__
-        if not isinstance(cause, DataError):
+        cause = error_in_chain(error, DataError)
+        if cause is None:
             raise
         raise DataError(
             f"{cause} (the eval preprocessing comes from the checkpoint's data config; "

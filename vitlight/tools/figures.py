@@ -27,15 +27,16 @@ from typing import Any
 
 import torch
 
+from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
-from vitlight.tools.sample import _Parser, device_of, split_data_overrides
+from vitlight.tools.arguments import device_of, split_data_overrides
 
 INDEX_NAME = "figures"
 INDEX_FILE = f"{INDEX_NAME}.json"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight figures", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+    p = CommandParser(prog="vitlight figures", description=__doc__.split("\n\n")[0], allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
                 + "\n--data X and --data.key value override the checkpoint's data config (a timm model needs them for the image figures).")
     p.add_argument("--ckpt", required=True, help="a vitlight .ckpt, a sweep folder, a timm model name, or an ImageGPT in transformers format")
@@ -63,7 +64,7 @@ class Gallery:
         self.tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
 
     def json(self, name: str, data: dict[str, Any]) -> Path:
-        from vitlight.runs import write_json_atomic
+        from vitlight.files import write_json_atomic
 
         path = self.out / f"{name}.json"
         write_json_atomic(path, data)
@@ -84,7 +85,7 @@ def _rounded(tensor: torch.Tensor, digits: int = 5) -> list:
 # ----- a ViT ----------------------------------------------------------------------------
 def _vit_data(source, overrides: list[str], model) -> tuple[Any, tuple, tuple]:
     """The data module for the image figures (None: none given for a timm model) and its (mean, std)."""
-    from vitlight.checkpoints import build_datamodule
+    from vitlight.data.from_config import build_datamodule
     from vitlight.tools.attention import load_datamodule
 
     if source.config:
@@ -184,7 +185,7 @@ def _draw_vit_images(source, model, datamodule, mean: tuple, std: tuple, args: a
 
 # ----- an ImageGPT ----------------------------------------------------------------------
 def draw_igpt(source, args: argparse.Namespace, overrides: list[str], gallery: Gallery, device: torch.device) -> None:
-    from vitlight.checkpoints import build_datamodule
+    from vitlight.data.from_config import build_datamodule
     from vitlight.tasks.igpt_callbacks import completion_grid
     from vitlight.tasks.pixels import split_pixels
     from vitlight.tools.attention import write_png
@@ -234,6 +235,7 @@ def _draw_probe(summary_path: Path, gallery: Gallery) -> None:
 # ----- a sweep --------------------------------------------------------------------------
 def draw_sweep(source, gallery: Gallery) -> None:
     from vitlight.analysis import report as rp
+    from vitlight.analysis import report_plots
 
     records, _ = rp.collect_runs(source.folder)
     records = [r for r in records if r.subcommand == "fit"]
@@ -246,8 +248,8 @@ def draw_sweep(source, gallery: Gallery) -> None:
     headline, pairs = rp.crossovers(points, {r.family: r.kind for r in records}, rp.size_unit(records))
     title = f"{source.label}: {metric} on {dataset}"
     report = rp.as_json(records, points, headline, pairs)
-    for name, draw in (("accuracy_vs_train_size", lambda p: rp.plot_accuracy_vs_data(points, metric, title, p, headline, records)),
-                       ("accuracy_vs_compute", lambda p: rp.plot_accuracy_vs_compute(points, records, metric, title, p))):
+    for name, draw in (("accuracy_vs_train_size", lambda p: report_plots.plot_accuracy_vs_data(points, metric, title, p, headline, records)),
+                       ("accuracy_vs_compute", lambda p: report_plots.plot_accuracy_vs_compute(points, records, metric, title, p))):
         gallery.add(name, draw(gallery.out / f"{name}.png"), {"what": f"the scaling report's {name.replace('_', ' ')} plot", **report})
 
 

@@ -131,7 +131,7 @@ def probe_argv(args: PipelineArgs, checkpoint: str, runs_dir: str) -> list[str]:
 
 def argument_problem(argv: list[str]) -> str | None:
     """None when every stage's arguments parse (checked with `vitlight fit`'s parser); else why not."""
-    from vitlight.sweeps.keys import fit_problem, short_reason
+    from vitlight.parse_check import fit_problem, short_reason
 
     try:
         args = parse(argv)
@@ -200,8 +200,8 @@ def _metrics(stage: str, summary: dict[str, Any]) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    from vitlight.cli import main as vitlight_main
-    from vitlight.runs import SUMMARY_FILE, RunFolder, new_run_id, new_wandb_id, write_json_atomic
+    from vitlight.lightning_cli import run_lightning as vitlight_main
+    from vitlight.runs import SUMMARY_FILE, RunFolder, new_run_id, new_wandb_id
     from vitlight.tools import probe
 
     started = time.time()
@@ -239,7 +239,7 @@ def main(argv: list[str]) -> int:
         "wall_time_s": round(time.time() - started, 3),
     }
     folder.create()
-    write_json_atomic(folder.path / SUMMARY_FILE, summary)
+    folder.write_summary(summary)
     _log_wandb(folder, experiment, summary)
     print(f"pipeline {status}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) + f"; wrote {folder.path / SUMMARY_FILE}")
     if error:

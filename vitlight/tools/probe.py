@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
-from vitlight.tools.sample import DATA_EPILOG, PALETTE_CHOICES, _Parser, device_of, split_data_overrides
+from vitlight.tools.arguments import DATA_EPILOG, PALETTE_CHOICES, device_of, split_data_overrides
 
 log = logging.getLogger("vitlight")
 
@@ -33,7 +34,7 @@ PLOT_FILE = "probe_accuracy.png"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight probe", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
+    p = CommandParser(prog="vitlight probe", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
     p.add_argument("--ckpt", required=True, help="a vitlight checkpoint (PixelPretrainer or ImageClassifier), or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large")
     p.add_argument("--layers", default="all", help="all, middle, or block indices such as 0,3,-1")
     p.add_argument("--pool", default="mean", choices=("mean", "cls"), help="average over positions, or the class token (ViT)")
@@ -94,11 +95,9 @@ def raw_pixels(module, images: torch.Tensor) -> torch.Tensor:
 
 
 def accuracy_plot(rows: list[dict], baseline: dict | None, title: str, path: Path) -> Path:
-    import matplotlib
+    from vitlight.analysis.figure_plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     depth = [row["depth"] for row in rows]
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(depth, [row["test_acc"] for row in rows], "o-", label="test")
@@ -136,9 +135,9 @@ def log_wandb(folder, experiment: str, summary: dict, plot: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from vitlight.checkpoints import build_datamodule
+    from vitlight.data.from_config import build_datamodule
     from vitlight.tools.load import load_for_tool, require_data
-    from vitlight.runs import SUMMARY_FILE, RunFolder, git_commit, hardware, new_run_id, new_wandb_id, package_versions, write_json_atomic
+    from vitlight.runs import SUMMARY_FILE, RunFolder, git_commit, hardware, new_run_id, new_wandb_id, package_versions
     from vitlight.tasks.probe import LayerFeatures, fit_logistic_regression
 
     started = time.time()
@@ -203,7 +202,7 @@ def main(argv: list[str]) -> int:
         "packages": package_versions(),
         "hardware": hardware(),
     }
-    write_json_atomic(folder.path / SUMMARY_FILE, summary)
+    folder.write_summary(summary)
     log_wandb(folder, experiment, summary, plot)
     print(f"best layer {best['layer']} (by validation): test accuracy {best['test_acc']:.4f}; wrote {folder.path / SUMMARY_FILE} and {plot}")
     return 0

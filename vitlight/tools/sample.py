@@ -15,40 +15,9 @@ from pathlib import Path
 
 import torch
 
+from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
-
-PALETTE_CHOICES = ("check", "checkpoint")
-DATA_EPILOG = "The data is the one in the checkpoint's run config; --data NAME and --data.KEY VALUE override it."
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a bad flag as one line (the CLI prints ConfigError and exits 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}")
-
-
-def split_data_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """Own flags, and the `--data X --data.key value` overrides for the checkpoint's data config."""
-    args, rest = parser.parse_known_args(argv)
-    for token in rest:
-        if token.startswith("-") and not (token == "--data" or token.startswith(("--data.", "--data="))):
-            raise ConfigError(f"{parser.prog}: unknown flag {token!r}; valid: {', '.join(_flags(parser))}, --data, --data.<key>")
-    return args, rest
-
-
-def _flags(parser: argparse.ArgumentParser) -> list[str]:
-    return [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
-
-
-def device_of(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device {name!r} (--device) is not a device (use auto, cpu, cuda, cuda:1, ...)") from None
-
+from vitlight.tools.arguments import DATA_EPILOG, PALETTE_CHOICES, device_of, split_data_overrides
 
 def default_out(checkpoint: str) -> Path:
     """<run folder>/samples for a checkpoint inside runs/<experiment>/<run>/checkpoints/, else ./samples."""
@@ -57,7 +26,7 @@ def default_out(checkpoint: str) -> Path:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight sample", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
+    p = CommandParser(prog="vitlight sample", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
     p.add_argument("--ckpt", required=True, help="an autoregressive PixelPretrainer checkpoint, or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large")
     p.add_argument("--n", type=int, default=16, help="images to complete, spread evenly over the split")
     p.add_argument("--out", default=None, help="output folder (default: the run's samples/ folder)")
@@ -74,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from vitlight.checkpoints import build_datamodule
+    from vitlight.data.from_config import build_datamodule
     from vitlight.tools.load import load_for_tool, require_data
     from vitlight.tasks.igpt_callbacks import completion_grid, save_png
     from vitlight.tasks.pixels import split_pixels

@@ -1,0 +1,380 @@
+"""vitlight's LightningCLI for fit/validate/test/predict: the parser, the run folder, the reliability
+callbacks and the summary.json every run writes. `vitlight.cli.main` dispatches to `run_lightning`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+import vitlight.data  # noqa: F401  (registers the data modules as --data choices)
+import vitlight.tasks  # noqa: F401  (registers the tasks as --model choices)
+from vitlight.checkpoints import ConfigInCheckpoint
+from vitlight import cli_errors
+from vitlight.cli_errors import format_parse_error
+from vitlight.cluster import Launch, agree, check_devices, external_launch, fill_num_nodes
+from vitlight.console import quiet_trainer
+from vitlight.data.base import ImageDataModule
+from vitlight.errors import ConfigError, exit_with_one_line
+from vitlight.logging_wandb import apply_wandb_mode, redact_secrets, update_unlocked
+from vitlight.precision import apply_matmul_precision, resolve_precision, will_use_cuda
+from vitlight.reliability import AtomicCheckpointIO, NonFiniteLossGuard, PreemptionCheckpoint, RandomStates, StepCheckpoint
+from vitlight.runs import BestValidationMetrics, RunFolder, latest_run, new_run_id, new_wandb_id, wandb_id_of, write_start_record
+
+# Passed to the processes that Lightning launches for DDP, so that every rank writes one run folder.
+RUN_ID_ENV, WANDB_ID_ENV = "VITLIGHT_RUN_ID", "VITLIGHT_WANDB_ID"
+
+
+class VitlightArgumentParser(LightningArgumentParser):
+    """Reports a bad argument or config in one line on stderr and exits 2 (`--help` shows the usage)."""
+
+    def dump(self, *args: Any, **kwargs: Any) -> str:
+        """Every dumped config (--print_config, config.yaml) with secrets redacted."""
+        text = super().dump(*args, **kwargs)
+        try:
+            return yaml.safe_dump(redact_secrets(yaml.safe_load(text)), sort_keys=False)
+        except yaml.YAMLError:
+            return text
+
+    def error(self, message: str, ex: Exception | None = None) -> None:  # type: ignore[override]
+        options = getattr(self, "_option_string_actions", {}).keys()
+        sys.stderr.write(f"vitlight: error: {format_parse_error(str(message), options)}\n")
+        sys.exit(2)
+
+
+class RedactedSaveConfig(SaveConfigCallback):
+    """Writes the resolved config.yaml into the run folder (secrets redacted) and sends it, nested, to W&B."""
+
+    def _resolved(self) -> dict[str, Any]:
+        return yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_validation=True))
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
+        if trainer.is_global_zero:
+            config_path = Path(log_dir or ".") / self.config_filename
+            config_path.parent.mkdir(parents=True, exist_ok=True)
+            config_path.write_text(yaml.safe_dump(self._resolved(), sort_keys=False))
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        resolved = self._resolved()
+        resolved.pop("config", None)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                update_unlocked(logger.experiment.config, resolved)
+
+
+def _experiment_name(config_paths: list[Any]) -> str:
+    """The first config file that is not a shared section (`_trainer.yaml`, `_smoke.yaml`) names the experiment."""
+    names = [Path(str(getattr(p, "relative", p))).stem for p in config_paths or []]
+    for name in names:
+        if not name.startswith("_"):
+            return name
+    return names[0].lstrip("_") if names else "default"
+
+
+def _scrub_api_key(node: Any) -> Any:
+    """Replaces the W&B API key inside every string of a parsed config, in place."""
+    key = os.environ.get("WANDB_API_KEY")
+    if not key:
+        return node
+    if isinstance(node, str):
+        return node.replace(key, "***")
+    items = node.items() if hasattr(node, "items") else enumerate(node) if isinstance(node, list) else []
+    for name, value in list(items):
+        node[name] = _scrub_api_key(value)
+    return node
+
+
+def _class_path(entry: Any) -> str:
+    return str(getattr(entry, "class_path", "") or "")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+class VitlightCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.run_folder: RunFolder | None = None
+        self.launch: Launch | None = None
+        self.best_validation = BestValidationMetrics()
+        self.summary: dict[str, Any] = {}
+        self.start_record: dict[str, Any] = {}
+        super().__init__(
+            model_class=L.LightningModule,
+            datamodule_class=ImageDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RedactedSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            parser_class=VitlightArgumentParser,
+            seed_everything_default=0,
+            parser_kwargs={"prog": "vitlight"},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--experiment", type=str | None, default=None,
+                            help="Experiment name (default: the first non-shared config file's name).")
+        parser.add_argument("--runs_dir", type=str, default="runs", help="Folder that holds runs/<experiment>/<run id>/.")
+        parser.add_argument("--checkpoint_every_n_steps", type=int, default=200,
+                            help="Also write last.ckpt every N optimizer steps, mid-epoch (0: only per epoch).")
+        for attribute in ("num_classes", "image_size", "channels"):
+            parser.link_arguments(f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate")
+
+    # ----- the run folder -------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        experiment = config.experiment or _experiment_name(config.get("config"))
+        runs_dir = Path(config.runs_dir).expanduser()
+        self.launch = external_launch()
+        if self.launch is not None:  # torchrun or srun started every process: rank 0 decides for the job
+            fill_num_nodes(config.trainer, self.launch)
+            check_devices(config.trainer.get("devices"), int(config.trainer.num_nodes), self.launch)
+            identity = agree(self.launch, lambda: self._run_identity(config, runs_dir, experiment))
+        else:
+            identity = self._run_identity(config, runs_dir, experiment)
+        run_id, wandb_id = identity["run_id"], identity["wandb_id"]
+        if identity["ckpt_path"] is not None:
+            config.ckpt_path = identity["ckpt_path"]
+            if self.launch is None or self.launch.rank == 0:
+                print(f"vitlight: resuming run {experiment}/{run_id} (W&B run {wandb_id}) from {config.ckpt_path}", file=sys.stderr)
+        if self.launch is None and os.environ.get("LOCAL_RANK") and os.environ.get(RUN_ID_ENV):
+            # a DDP worker that Lightning re-launched: join rank 0's run folder and W&B run
+            run_id, wandb_id = os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV]
+        os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV] = run_id, wandb_id
+        self.run_folder = RunFolder(runs_dir, experiment, run_id, wandb_id)
+        self.run_folder.check_writable()
+        config.experiment = experiment
+        trainer = config.trainer
+        trainer.precision = resolve_precision(trainer.get("precision"), trainer.get("accelerator", "auto"))
+        self.summary["precision"] = trainer.precision
+        self.summary["float32_matmul_precision"] = apply_matmul_precision(trainer.get("accelerator", "auto"))
+        _scrub_api_key(config)  # nothing built from the config (W&B notes, tags, ...) may carry the key
+        self._point_trainer_at_run_folder(config.trainer)
+        mode, reason = apply_wandb_mode()
+        if self._uses_wandb(config.trainer) and (self.launch is None or self.launch.rank == 0):  # said once per job
+            where = self.run_folder.path / "wandb"
+            if mode == "offline":
+                print(f"W&B: offline ({reason}); run files in {where}; upload later with `wandb sync {where}/offline-run-*`", file=sys.stderr)
+            else:
+                print(f"W&B: {mode} ({reason}); run files in {where}", file=sys.stderr)
+
+    def _run_identity(self, config: Any, runs_dir: Path, experiment: str) -> dict[str, Any]:
+        """A new run, or with `--ckpt_path last` the latest run of the experiment and its last.ckpt."""
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            run_id, wandb_id, checkpoint = self._resume_target(runs_dir, experiment)
+            return {"run_id": run_id, "wandb_id": wandb_id, "ckpt_path": checkpoint}
+        # an online `wandb agent` names the run it expects through WANDB_RUN_ID
+        return {"run_id": new_run_id(), "wandb_id": os.environ.get("WANDB_RUN_ID") or new_wandb_id(), "ckpt_path": None}
+
+    def _resume_target(self, runs_dir: Path, experiment: str) -> tuple[str, str, str]:
+        previous = latest_run(runs_dir, experiment)
+        checkpoint = previous / "checkpoints" / "last.ckpt" if previous else None
+        if checkpoint is None or not checkpoint.is_file():
+            where = previous or runs_dir / experiment
+            raise ConfigError(f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no checkpoints/last.ckpt under {where})")
+        return previous.name, wandb_id_of(previous) or new_wandb_id(), str(checkpoint)
+
+    def _uses_wandb(self, trainer_config: Any) -> bool:
+        return any(_class_path(entry).endswith("WandbLogger") for entry in _as_list(trainer_config.get("logger")))
+
+    def _point_trainer_at_run_folder(self, trainer_config: Any) -> None:
+        run = self.run_folder
+        trainer_config.default_root_dir = str(run.path)
+        for entry in _as_list(trainer_config.get("logger")):
+            if _class_path(entry).endswith("WandbLogger"):
+                entry.init_args.save_dir = str(run.path)
+                entry.init_args.id = run.wandb_id
+                entry.init_args.resume = "allow"  # online, `--ckpt_path last` continues the same W&B run
+                entry.init_args.name = f"{run.experiment}/{run.run_id}"
+                entry.init_args.project = entry.init_args.get("project") or "vitlight"
+        for entry in _as_list(trainer_config.get("callbacks")):
+            if _class_path(entry).endswith("ModelCheckpoint") and not entry.init_args.get("dirpath"):
+                entry.init_args.dirpath = str(run.checkpoints)
+
+    # ----- running and recording ----------------------------------------------------------
+    def resolved_config(self) -> dict[str, Any]:
+        """The whole resolved config as plain nested values, secrets redacted."""
+        text = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False, skip_validation=True)
+        resolved = yaml.safe_load(text)
+        resolved.pop("config", None)
+        return resolved
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if not trainer_config.get("plugins"):
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        if will_use_cuda(trainer_config.get("accelerator", "auto")):
+            self._refresh_progress_bar_when_logging(trainer_config)
+        trainer = super().instantiate_trainer(**kwargs)
+        quiet_trainer(trainer)
+        return trainer
+
+    @staticmethod
+    def _refresh_progress_bar_when_logging(trainer_config: dict[str, Any]) -> None:
+        """The progress bar reads `train/loss` with `.item()` each refresh, a device sync: on CUDA it
+        refreshes when a log is due, not every step (unless the config brings its own bar)."""
+        from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+        if trainer_config.get("enable_progress_bar") is False:
+            return
+        callbacks = trainer_config.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if not any(isinstance(callback, ProgressBar) for callback in callbacks):
+            every = int(trainer_config.get("log_every_n_steps") or 50)
+            trainer_config["callbacks"] = [*callbacks, TQDMProgressBar(refresh_rate=every)]
+
+    def _reliability_callbacks(self) -> list:
+        checkpoints = str(self.run_folder.checkpoints)
+        every = int(self.config[self.subcommand].get("checkpoint_every_n_steps") or 0)
+        # the loss guard sees each step's loss before the step checkpoint saves (and checks it on every save)
+        callbacks = [NonFiniteLossGuard(checkpoints), RandomStates(), PreemptionCheckpoint(checkpoints)]
+        return callbacks + ([StepCheckpoint(checkpoints, every)] if every > 0 else [])
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if self.launch is None or self.launch.rank == 0:  # rank-0-only writes: the other nodes may not share the disk
+            self.run_folder.create()
+        if self.trainer.is_global_zero:  # the run's identity is on disk before any work, whatever ends it
+            self.start_record = write_start_record(self.run_folder, subcommand, self.config[subcommand].get("seed_everything"))
+        extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config())]
+        if subcommand == "fit":
+            extra += self._reliability_callbacks()
+        self.trainer.callbacks[:0] = extra  # before the checkpoint callbacks, which Lightning also moves last
+        started = time.time()
+        status = "failed"
+        try:
+            super()._run_subcommand(subcommand)
+            status = "interrupted" if self.trainer.interrupted else "finished"
+        except (KeyboardInterrupt, SystemExit, SIGTERMException):
+            status = "interrupted"
+            raise
+        finally:
+            self.summary["status"] = status
+            self.summary["wall_time_s"] = round(time.time() - started, 3)
+            self._write_summary(subcommand)
+            _finish_wandb(self.trainer, failed=status != "finished")
+
+    def after_fit(self) -> None:
+        if self.trainer.interrupted:
+            return
+        checkpoint, which = self._checkpoint_to_test()
+        self.summary["tested_checkpoint"] = {"which": which, "path": checkpoint}
+        if self.trainer.is_global_zero:
+            print(f"vitlight: testing checkpoint ({which}): {checkpoint or 'final weights'}", file=sys.stderr)
+        results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=checkpoint, verbose=True)
+        self.summary["test"] = results[0] if results else {}
+
+    def after_test(self) -> None:
+        results = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")}
+        self.summary["test"] = results
+
+    def _checkpoint_to_test(self) -> tuple[str | None, str]:
+        # the experiment's ModelCheckpoint (the one that monitors), not the step checkpoint
+        callbacks = [c for c in self.trainer.checkpoint_callbacks if not isinstance(c, StepCheckpoint)]
+        callback = next((c for c in callbacks if getattr(c, "monitor", None)), callbacks[0] if callbacks else None)
+        has_validation = bool(self.best_validation.metrics)
+        if callback is not None and has_validation and callback.best_model_path:
+            return callback.best_model_path, f"best by {callback.monitor}"
+        if callback is not None and callback.last_model_path:
+            return callback.last_model_path, "last"
+        return None, "final weights in memory (no checkpoint saved)"
+
+    def _write_summary(self, subcommand: str) -> None:
+        run = self.run_folder
+        if run is None or not self.trainer.is_global_zero:
+            return
+        datamodule = self.datamodule
+        data = datamodule.data_summary() if hasattr(datamodule, "data_summary") else {}
+        summary = {
+            **self.start_record,  # identity, start time, seed, commit, packages, hardware
+            "status": self.summary.get("status", "failed"),
+            "precision": self.summary.get("precision"),
+            "float32_matmul_precision": self.summary.get("float32_matmul_precision"),
+            "world_size": self.trainer.world_size,
+            "wall_time_s": self.summary.get("wall_time_s"),
+            "train_size": data.get("train_size"),
+            "data": data,
+            "model": _model_description(self.model),
+            "global_step": self.trainer.global_step,
+            "epochs": self.trainer.current_epoch,
+            "best_validation": dict(self.best_validation.metrics),
+            "best_validation_epoch": self.best_validation.epoch,
+            "tested_checkpoint": self.summary.get("tested_checkpoint"),
+            "test": self.summary.get("test", {}),
+            "test_per_class_accuracy": getattr(self.model, "test_per_class_accuracy", None) or None,
+        }
+        run.write_summary(summary)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.summary.update({"status": summary["status"], **summary["test"]})
+
+
+def _finish_wandb(trainer: L.Trainer, failed: bool) -> None:
+    """Closes the W&B run (marked failed on a non-zero exit code) so the next run in this process starts clean."""
+    if not any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+    wandb.teardown()  # the next run in this process reads WANDB_MODE afresh
+
+
+def _model_description(model: L.LightningModule) -> dict[str, Any]:
+    hparams = dict(getattr(model, "hparams", {}) or {})
+    parameters = sum(p.numel() for p in model.parameters() if not getattr(p, "is_meta", False))
+    return {
+        "class": type(model).__name__,
+        "model_name": hparams.get("model_name") or hparams.get("preset"),
+        "parameters": parameters,
+    }
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Names a missing or malformed --config file before the parser reports it without the file name."""
+    for flag, value in zip(argv, argv[1:]):
+        if flag not in ("--config", "-c") or value.lstrip().startswith("{"):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {value!r} does not exist (relative paths start from {os.getcwd()})")
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"config file {value!r} is not valid YAML: {problem}{where}") from None
+
+
+def run_lightning(argv: list[str] | None) -> int:
+    """`vitlight fit|validate|test|predict ...` (argv None: sys.argv); a user's error ends in one line on stderr."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    cli_errors.user_argv = given  # parse errors name the flags as the user typed them
+    try:
+        check_config_files(given)
+        VitlightCLI(args=argv)
+    except SIGTERMException:
+        sys.stderr.write("vitlight: stopped by SIGTERM; last.ckpt saved in the run folder; resume with --ckpt_path last\n")
+        return 143
+    except Exception as error:
+        return exit_with_one_line(error)
+    return 0
