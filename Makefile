@@ -19,6 +19,8 @@ demo: $(BIN)/.installed
 
 # Installs, then runs the default test suite (no GPU, no network, `slow` tests skipped).
 test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 test-slow: $(BIN)/.installed

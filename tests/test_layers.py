@@ -6,7 +6,8 @@
       |                                                 what a subcommand does; the fit command is lightning_cli
     tasks     tasks                                     LightningModules: loss, metrics, optimizers
       |
-    data      data, models                              LightningDataModules; plain nn.Modules (neither imports the other)
+    data      data, models                              LightningDataModules; plain nn.Modules (neither imports
+                                                        the other)
       |
     core      errors, files, runs, checkpoints, reliability, cli_errors, cluster, console,
               logging_wandb, precision, fsdp, syncs     errors, file writes, run folders, callbacks every layer may use
@@ -25,13 +26,29 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vitlight"
 # top to bottom; a module belongs to the layer of its longest listed prefix
 LAYERS: dict[str, tuple[str, ...]] = {
     "entry": ("vitlight.cli", "vitlight.__main__", "vitlight.cli_help", "vitlight.commands"),
-    "commands": ("vitlight.lightning_cli", "vitlight.parse_check", "vitlight.tools", "vitlight.sweeps", "vitlight.analysis"),
+    "commands": (
+        "vitlight.lightning_cli",
+        "vitlight.parse_check",
+        "vitlight.tools",
+        "vitlight.sweeps",
+        "vitlight.analysis",
+    ),
     "tasks": ("vitlight.tasks",),
     "data": ("vitlight.data", "vitlight.models"),
     "core": (
-        "vitlight.errors", "vitlight.files", "vitlight.runs", "vitlight.checkpoints", "vitlight.reliability",
-        "vitlight.cli_errors", "vitlight.cluster", "vitlight.console", "vitlight.logging_wandb", "vitlight.precision",
-        "vitlight.fsdp", "vitlight.syncs", "vitlight",
+        "vitlight.errors",
+        "vitlight.files",
+        "vitlight.runs",
+        "vitlight.checkpoints",
+        "vitlight.reliability",
+        "vitlight.cli_errors",
+        "vitlight.cluster",
+        "vitlight.console",
+        "vitlight.logging_wandb",
+        "vitlight.precision",
+        "vitlight.fsdp",
+        "vitlight.syncs",
+        "vitlight",
     ),
 }
 DEPTH = {layer: depth for depth, layer in enumerate(LAYERS)}  # 0 is the top
@@ -70,8 +87,12 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str
 
 
 def layer_of(module: str) -> str:
-    matches = [(len(prefix), layer) for layer, prefixes in LAYERS.items() for prefix in prefixes
-               if module == prefix or module.startswith(prefix + ".")]
+    matches = [
+        (len(prefix), layer)
+        for layer, prefixes in LAYERS.items()
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
     if not matches:
         raise AssertionError(f"{module} is in no layer: add it to LAYERS in {__file__}")
     return max(matches)[1]
@@ -85,7 +106,8 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
     return sorted(
         f"{module} ({layer_of(module)}) imports {target} ({layer_of(target)})"
-        for module, targets in graph.items() for target in targets
+        for module, targets in graph.items()
+        for target in targets
         if DEPTH[layer_of(target)] < DEPTH[layer_of(module)]
     )
 
@@ -100,7 +122,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(module)
         for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state:
                 cycle = visit(target)
                 if cycle:

@@ -25,8 +25,13 @@ class SavedSteps(Callback):
 def test_one_save_per_optimizer_step_under_gradient_accumulation(tmp_path: Path):
     saved = SavedSteps()
     trainer = L.Trainer(
-        max_steps=6, accumulate_grad_batches=3, limit_val_batches=0, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[saved, StepCheckpoint(str(tmp_path), 2)],
+        max_steps=6,
+        accumulate_grad_batches=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[saved, StepCheckpoint(str(tmp_path), 2)],
     )
     trainer.fit(BoringModel())
     assert saved.steps == [2, 4, 6]  # every 2nd of 6 steps (18 batches), each once

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from vitlight.console import quiet_console
 from vitlight.errors import exit_with_one_line

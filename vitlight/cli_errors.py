@@ -7,7 +7,8 @@ import argparse
 import difflib
 import re
 import sys
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from vitlight.errors import ConfigError, one_line
 
@@ -27,8 +28,15 @@ class CommandParser(argparse.ArgumentParser):
 
 # jsonargparse's type names -> what a user writes
 _TYPE_WORDS = {
-    "float": "a float", "int": "an int", "bool": "true or false", "str": "a string", "NoneType": "null",
-    "tuple": "a list such as [x, y]", "list": "a list", "dict": "a mapping", "Path": "a path",
+    "float": "a float",
+    "int": "an int",
+    "bool": "true or false",
+    "str": "a string",
+    "NoneType": "null",
+    "tuple": "a list such as [x, y]",
+    "list": "a list",
+    "dict": "a mapping",
+    "Path": "a path",
 }
 # types a key also accepts that a user never means (a tensor learning rate, a class given by path)
 _UNHELPFUL = ("torch.Tensor", "Tensor")
@@ -65,7 +73,8 @@ def _type_name(text: str) -> str:
 
 
 def _join(words: list[str]) -> str:
-    """["an int", "a float", "null"] -> "a number or null"; ["true", "false", "warn", "null"] -> "true, false, warn or null"."""
+    """["an int", "a float", "null"] -> "a number or null";
+    ["true", "false", "warn", "null"] -> "true, false, warn or null"."""
     if "an int" in words and "a float" in words:
         words = ["a number" if w in ("an int", "a float") else w for w in words]
     words = list(dict.fromkeys(w for w in words if w))
@@ -119,7 +128,7 @@ def _wrong_type(message: str, argv: list[str]) -> str | None:
     if not keys:
         return None
     outer, leaf = keys[0], keys[-1]
-    inner = message[message.rfind(f'Parser key "{leaf}"'):]
+    inner = message[message.rfind(f'Parser key "{leaf}"') :]
     if "is not accepted" in inner or "is not expected" in inner:
         return None
     subtypes = re.search(r"Subtypes: \[(.*)\]", inner)
@@ -177,7 +186,9 @@ def format_parse_error(message: str, option_strings: Iterable[str] = (), argv: l
         outer = key or name
         flags = [arg.split("=")[0] for arg in argv if arg.startswith("--") and arg.split("=")[0].endswith("." + name)]
         where = flags[-1].lstrip("-") if flags else name if outer == name else f"{outer}.{name}"
-        return f"unknown key {where!r}; `vitlight fit --help` lists the valid keys (and --model.help CLASS a model's own)"
+        return (
+            f"unknown key {where!r}; `vitlight fit --help` lists the valid keys (and --model.help CLASS a model's own)"
+        )
     unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
     if unrecognized:
         bad = unrecognized.group(1).split("=")[0]

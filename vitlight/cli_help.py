@@ -59,6 +59,7 @@ def top_level_help() -> str:
         "commands:",
         *(f"  {name:<{width}}  {summary}" for name, summary in summaries.items()),
         "",
-        "`vitlight COMMAND --help` shows a command's options; e.g. `vitlight fit --config experiments/quickstart.yaml`.",
+        "`vitlight COMMAND --help` shows a command's options; e.g. `vitlight fit --config "
+        "experiments/quickstart.yaml`.",
     ]
     return "\n".join(lines) + "\n"

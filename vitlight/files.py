@@ -8,8 +8,9 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from vitlight.errors import VitlightError, WriteError
 
@@ -37,7 +38,9 @@ def write_atomic(
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix or f".{path.name}.", suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=temporary_prefix or f".{path.name}.", suffix=".tmp"
+        )
     except OSError as failure:
         raise error(f"cannot write into {str(path.parent)!r}: {_reason(failure)}") from None
     try:

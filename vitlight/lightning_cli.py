@@ -17,8 +17,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import vitlight.data  # noqa: F401  (registers the data modules as --data choices)
 import vitlight.tasks  # noqa: F401  (registers the tasks as --model choices)
-from vitlight.checkpoints import ConfigInCheckpoint
 from vitlight import cli_errors
+from vitlight.checkpoints import ConfigInCheckpoint
 from vitlight.cli_errors import format_parse_error
 from vitlight.cluster import Launch, agree, check_devices, external_launch, fill_num_nodes
 from vitlight.console import quiet_trainer
@@ -26,8 +26,22 @@ from vitlight.data.base import ImageDataModule
 from vitlight.errors import ConfigError, exit_with_one_line
 from vitlight.logging_wandb import apply_wandb_mode, redact_secrets, update_unlocked
 from vitlight.precision import apply_matmul_precision, resolve_precision, will_use_cuda
-from vitlight.reliability import AtomicCheckpointIO, NonFiniteLossGuard, PreemptionCheckpoint, RandomStates, StepCheckpoint
-from vitlight.runs import BestValidationMetrics, RunFolder, latest_run, new_run_id, new_wandb_id, wandb_id_of, write_start_record
+from vitlight.reliability import (
+    AtomicCheckpointIO,
+    NonFiniteLossGuard,
+    PreemptionCheckpoint,
+    RandomStates,
+    StepCheckpoint,
+)
+from vitlight.runs import (
+    BestValidationMetrics,
+    RunFolder,
+    latest_run,
+    new_run_id,
+    new_wandb_id,
+    wandb_id_of,
+    write_start_record,
+)
 
 # Passed to the processes that Lightning launches for DDP, so that every rank writes one run folder.
 RUN_ID_ENV, WANDB_ID_ENV = "VITLIGHT_RUN_ID", "VITLIGHT_WANDB_ID"
@@ -131,11 +145,21 @@ class VitlightCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--experiment", type=str | None, default=None,
-                            help="Experiment name (default: the first non-shared config file's name).")
-        parser.add_argument("--runs_dir", type=str, default="runs", help="Folder that holds runs/<experiment>/<run id>/.")
-        parser.add_argument("--checkpoint_every_n_steps", type=int, default=200,
-                            help="Also write last.ckpt every N optimizer steps, mid-epoch (0: only per epoch).")
+        parser.add_argument(
+            "--experiment",
+            type=str | None,
+            default=None,
+            help="Experiment name (default: the first non-shared config file's name).",
+        )
+        parser.add_argument(
+            "--runs_dir", type=str, default="runs", help="Folder that holds runs/<experiment>/<run id>/."
+        )
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int,
+            default=200,
+            help="Also write last.ckpt every N optimizer steps, mid-epoch (0: only per epoch).",
+        )
         for attribute in ("num_classes", "image_size", "channels"):
             parser.link_arguments(f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate")
 
@@ -155,7 +179,10 @@ class VitlightCLI(LightningCLI):
         if identity["ckpt_path"] is not None:
             config.ckpt_path = identity["ckpt_path"]
             if self.launch is None or self.launch.rank == 0:
-                print(f"vitlight: resuming run {experiment}/{run_id} (W&B run {wandb_id}) from {config.ckpt_path}", file=sys.stderr)
+                print(
+                    f"vitlight: resuming run {experiment}/{run_id} (W&B run {wandb_id}) from {config.ckpt_path}",
+                    file=sys.stderr,
+                )
         if self.launch is None and os.environ.get("LOCAL_RANK") and os.environ.get(RUN_ID_ENV):
             # a DDP worker that Lightning re-launched: join rank 0's run folder and W&B run
             run_id, wandb_id = os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV]
@@ -173,7 +200,11 @@ class VitlightCLI(LightningCLI):
         if self._uses_wandb(config.trainer) and (self.launch is None or self.launch.rank == 0):  # said once per job
             where = self.run_folder.path / "wandb"
             if mode == "offline":
-                print(f"W&B: offline ({reason}); run files in {where}; upload later with `wandb sync {where}/offline-run-*`", file=sys.stderr)
+                print(
+                    f"W&B: offline ({reason}); run files in {where}; upload later with `wandb sync "
+                    f"{where}/offline-run-*`",
+                    file=sys.stderr,
+                )
             else:
                 print(f"W&B: {mode} ({reason}); run files in {where}", file=sys.stderr)
 
@@ -190,7 +221,10 @@ class VitlightCLI(LightningCLI):
         checkpoint = previous / "checkpoints" / "last.ckpt" if previous else None
         if checkpoint is None or not checkpoint.is_file():
             where = previous or runs_dir / experiment
-            raise ConfigError(f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no checkpoints/last.ckpt under {where})")
+            raise ConfigError(
+                f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no checkpoints/last.ckpt under "
+                f"{where})"
+            )
         return previous.name, wandb_id_of(previous) or new_wandb_id(), str(checkpoint)
 
     def _uses_wandb(self, trainer_config: Any) -> bool:
@@ -253,7 +287,9 @@ class VitlightCLI(LightningCLI):
         if self.launch is None or self.launch.rank == 0:  # rank-0-only writes: the other nodes may not share the disk
             self.run_folder.create()
         if self.trainer.is_global_zero:  # the run's identity is on disk before any work, whatever ends it
-            self.start_record = write_start_record(self.run_folder, subcommand, self.config[subcommand].get("seed_everything"))
+            self.start_record = write_start_record(
+                self.run_folder, subcommand, self.config[subcommand].get("seed_everything")
+            )
         extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config())]
         if subcommand == "fit":
             extra += self._reliability_callbacks()
@@ -373,7 +409,9 @@ def run_lightning(argv: list[str] | None) -> int:
         check_config_files(given)
         VitlightCLI(args=argv)
     except SIGTERMException:
-        sys.stderr.write("vitlight: stopped by SIGTERM; last.ckpt saved in the run folder; resume with --ckpt_path last\n")
+        sys.stderr.write(
+            "vitlight: stopped by SIGTERM; last.ckpt saved in the run folder; resume with --ckpt_path last\n"
+        )
         return 143
     except Exception as error:
         return exit_with_one_line(error)

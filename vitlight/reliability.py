@@ -79,9 +79,15 @@ class RandomStates(Callback):
         if len(ranks) == trainer.world_size:
             _restore_generators(ranks[trainer.global_rank])
             return
-        log.warning("the checkpoint holds random states of %d process(es) but this run has %d: each rank is "
-                    "seeded afresh (training goes on, without bit-exact random draws)", len(ranks), trainer.world_size)
-        _seed_generators(int(os.environ.get("PL_GLOBAL_SEED", "0")) + 1_000_003 * (trainer.global_rank + 1) + trainer.global_step)
+        log.warning(
+            "the checkpoint holds random states of %d process(es) but this run has %d: each rank is "
+            "seeded afresh (training goes on, without bit-exact random draws)",
+            len(ranks),
+            trainer.world_size,
+        )
+        _seed_generators(
+            int(os.environ.get("PL_GLOBAL_SEED", "0")) + 1_000_003 * (trainer.global_rank + 1) + trainer.global_step
+        )
 
 
 def _seed_generators(seed: int) -> None:
@@ -110,10 +116,15 @@ def _generator_states() -> dict[str, Any]:
 
 def _restore_generators(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state((
-        "MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_position"],
-        state["numpy_has_gauss"], state["numpy_gauss"],
-    ))
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            state["numpy_position"],
+            state["numpy_has_gauss"],
+            state["numpy_gauss"],
+        )
+    )
     random.setstate((state["python_version"], tuple(int(v) for v in state["python_state"]), state["python_gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -131,7 +142,10 @@ class StepCheckpoint(ModelCheckpoint):
 
     def __init__(self, dirpath: str, every_n_train_steps: int) -> None:
         super().__init__(
-            dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_top_k=0, save_last=True,
+            dirpath=dirpath,
+            every_n_train_steps=every_n_train_steps,
+            save_top_k=0,
+            save_last=True,
             enable_version_counter=False,  # the experiment's ModelCheckpoint writes the same last.ckpt
         )
 
@@ -156,7 +170,9 @@ class PreemptionCheckpoint(Callback):
         if isinstance(exception, SIGTERMException):
             self.saved_path = self.dirpath / LAST_CHECKPOINT
             trainer.save_checkpoint(self.saved_path)
-            log.warning("SIGTERM: saved %s at step %d; resume with --ckpt_path last", self.saved_path, trainer.global_step)
+            log.warning(
+                "SIGTERM: saved %s at step %d; resume with --ckpt_path last", self.saved_path, trainer.global_step
+            )
 
 
 class NonFiniteLossGuard(Callback):
@@ -174,7 +190,9 @@ class NonFiniteLossGuard(Callback):
         self._first_bad_step: torch.Tensor | None = None  # () int64 on the device, -1 while all losses are finite
         self._first_bad_loss: torch.Tensor | None = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_index: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_index: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return

@@ -22,7 +22,17 @@ from vitlight.files import write_json_atomic
 from vitlight.logging_wandb import redact_secrets
 
 SUMMARY_FILE = "summary.json"
-TRACKED_PACKAGES = ("vitlight", "torch", "torchvision", "lightning", "torchmetrics", "timm", "datasets", "wandb", "numpy")
+TRACKED_PACKAGES = (
+    "vitlight",
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "timm",
+    "datasets",
+    "wandb",
+    "numpy",
+)
 
 
 def new_run_id() -> str:
@@ -56,13 +66,19 @@ class RunFolder:
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"cannot write the run folder {str(self.path)!r} ({str(existing)!r} is not a writable folder); set --runs_dir to a writable folder")
+            raise ConfigError(
+                f"cannot write the run folder {str(self.path)!r} ({str(existing)!r} is not a writable folder); set "
+                "--runs_dir to a writable folder"
+            )
 
     def create(self) -> None:
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ConfigError(f"cannot create the run folder {str(self.path)!r} ({error.strerror}); set --runs_dir to a writable folder") from None
+            raise ConfigError(
+                f"cannot create the run folder {str(self.path)!r} ({error.strerror}); set --runs_dir to a writable "
+                "folder"
+            ) from None
         if not os.access(self.path, os.W_OK):
             raise ConfigError(f"the run folder {str(self.path)!r} is not writable; set --runs_dir to a writable folder")
 
@@ -121,7 +137,8 @@ def write_start_record(run: RunFolder, subcommand: str, seed: Any) -> dict[str, 
 
 
 def wandb_id_of(run_path: Path) -> str | None:
-    """The W&B run id a run folder recorded: summary.json, else the newest W&B run folder's name (`offline-run-<time>-<id>`)."""
+    """The W&B run id a run folder recorded: summary.json, else the newest W&B run folder's name
+    (`offline-run-<time>-<id>`)."""
     try:
         recorded = read_summary(run_path).get("wandb_run_id")
     except (OSError, ValueError):
@@ -135,7 +152,10 @@ def wandb_id_of(run_path: Path) -> str | None:
 def git_commit() -> str | None:
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -194,10 +214,7 @@ class BestValidationMetrics(Callback):
             return
         monitor, mode = self._monitor(trainer)
         score = current.get(monitor) if monitor else None
-        better = (
-            self._best is None or score is None
-            or (score > self._best if mode == "max" else score < self._best)
-        )
+        better = self._best is None or score is None or (score > self._best if mode == "max" else score < self._best)
         if better:
             self._best = score
             self.metrics = current

@@ -13,7 +13,9 @@ from vitlight.errors import ConfigError
 
 
 def _settings(**overrides) -> TransformSettings:
-    return TransformSettings(**{"image_size": 16, "channels": 3, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), **overrides})
+    return TransformSettings(
+        **{"image_size": 16, "channels": 3, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), **overrides}
+    )
 
 
 def _batch(size: int = 12, count: int = 8) -> torch.Tensor:
@@ -57,7 +59,12 @@ def test_random_crop_is_a_window_of_the_padded_image() -> None:
     images = _batch(10, 6)
     padded = F.pad(images, (3, 3, 3, 3), mode="reflect")
     for image, window in zip(padded, random_crop_batch(images, 3)):
-        matches = [(t, l) for t in range(7) for l in range(7) if torch.equal(image[:, t : t + 10, l : l + 10], window)]
+        matches = [
+            (top, left)
+            for top in range(7)
+            for left in range(7)
+            if torch.equal(image[:, top : top + 10, left : left + 10], window)
+        ]
         assert matches
 
 

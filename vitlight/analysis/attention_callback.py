@@ -88,7 +88,9 @@ class AttentionRolloutLogger(ValidationImagesLogger):
         """
         super().__init__(every_n_epochs, num_images)
         if head_fusion not in HEAD_FUSIONS:
-            raise ConfigError(f"AttentionRolloutLogger head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
+            raise ConfigError(
+                f"AttentionRolloutLogger head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}"
+            )
         self.head_fusion = head_fusion
 
     def log_figures(self, trainer: L.Trainer, pl_module: L.LightningModule, loggers: list) -> None:

@@ -31,8 +31,12 @@ from vitlight.analysis.validation_images import ValidationImagesLogger
 from vitlight.errors import ConfigError
 
 PREFIX = "fig7"
-KEYS = (f"{PREFIX}/patch_embedding_components", f"{PREFIX}/position_embedding_similarity",
-        f"{PREFIX}/mean_attention_distance", f"{PREFIX}/attention_distance_table")
+KEYS = (
+    f"{PREFIX}/patch_embedding_components",
+    f"{PREFIX}/position_embedding_similarity",
+    f"{PREFIX}/mean_attention_distance",
+    f"{PREFIX}/attention_distance_table",
+)
 
 __all__ = ["Fig7Logger", "KEYS"]
 
@@ -77,8 +81,16 @@ class Fig7Logger(ValidationImagesLogger):
         for logger in loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
-    def _media(self, trainer: L.Trainer, model, components: Tensor, explained: Tensor, similarity: Tensor,
-               distance: Tensor, image_size: tuple[int, int]) -> dict:
+    def _media(
+        self,
+        trainer: L.Trainer,
+        model,
+        components: Tensor,
+        explained: Tensor,
+        similarity: Tensor,
+        distance: Tensor,
+        image_size: tuple[int, int],
+    ) -> dict:
         import wandb
 
         epoch = trainer.current_epoch
@@ -86,8 +98,15 @@ class Fig7Logger(ValidationImagesLogger):
             where = Path(folder)
             paths = (
                 plot_components(components, explained, f"patch-embedding PCA, epoch {epoch}", where / "components.png"),
-                plot_position_similarity(similarity, patch_grid(model), f"position embedding similarity, epoch {epoch}", where / "similarity.png"),
-                plot_attention_distance(distance, image_size, f"mean attention distance, epoch {epoch}", where / "distance.png"),
+                plot_position_similarity(
+                    similarity,
+                    patch_grid(model),
+                    f"position embedding similarity, epoch {epoch}",
+                    where / "similarity.png",
+                ),
+                plot_attention_distance(
+                    distance, image_size, f"mean attention distance, epoch {epoch}", where / "distance.png"
+                ),
             )
             # pixels, not paths: W&B copies a file only when the run logs it, after the folder is gone
             images = [wandb.Image(_pixels(path)) for path in paths]

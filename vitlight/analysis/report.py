@@ -73,25 +73,40 @@ class RunRecord:
 
 
 def family_of(model_name: str | None, model_kwargs: dict[str, Any] | None) -> tuple[str, str]:
-    """(label, kind): vit_tiny_patch16_224 with patch_size 4 -> ("ViT-Ti/4", "vit"); resnet18 -> ("ResNet-18", "cnn")."""
+    """(label, kind), e.g. vit_tiny_patch16_224 with patch_size 4 -> ("ViT-Ti/4", "vit");
+    resnet18 -> ("ResNet-18", "cnn")."""
     name, kwargs = model_name or "?", dict(model_kwargs or {})
     vit = re.match(r"(vit|deit)_(tiny|small|base|large|huge|giant)_patch(\d+)", name)
     if vit:
-        label = f"{'DeiT' if vit.group(1) == 'deit' else 'ViT'}-{VIT_SIZES[vit.group(2)]}/{kwargs.get('patch_size', vit.group(3))}"
-        custom = [f"{short}{kwargs[key]}" for key, short in (("embed_dim", "d"), ("depth", "L"), ("num_heads", "h")) if key in kwargs]
+        family = "DeiT" if vit.group(1) == "deit" else "ViT"
+        label = f"{family}-{VIT_SIZES[vit.group(2)]}/{kwargs.get('patch_size', vit.group(3))}"
+        custom = [
+            f"{short}{kwargs[key]}"
+            for key, short in (("embed_dim", "d"), ("depth", "L"), ("num_heads", "h"))
+            if key in kwargs
+        ]
         return (f"{label} ({' '.join(custom)})" if custom else label), "vit"
     if name in CNN_NAMES:
         return CNN_NAMES[name], "cnn"
     resnet = re.match(r"(resnext|resnet)(\d+)(\w*)$", name)
     if resnet:
-        label = f"{'ResNeXt' if resnet.group(1) == 'resnext' else 'ResNet'}-{resnet.group(2)}{(' ' + resnet.group(3).strip('_')) if resnet.group(3) else ''}"
+        family = "ResNeXt" if resnet.group(1) == "resnext" else "ResNet"
+        variant = f" {resnet.group(3).strip('_')}" if resnet.group(3) else ""
+        label = f"{family}-{resnet.group(2)}{variant}"
         return label, "cnn"
     return name, "other"
 
 
 @functools.cache
-def flops_per_image(model_name: str, kwargs_json: str, cifar_stem: bool, image_size: int, num_classes: int, channels: int,
-                    frozen: bool = False) -> int:
+def flops_per_image(
+    model_name: str,
+    kwargs_json: str,
+    cifar_stem: bool,
+    image_size: int,
+    num_classes: int,
+    channels: int,
+    frozen: bool = False,
+) -> int:
     """Training-step FLOPs of one image through the run's backbone (built as vitlight builds it).
 
     A frozen backbone (linear probe) gets no backward pass: only its head's gradients are counted."""
@@ -157,9 +172,14 @@ def pretraining_run(checkpoint_path: Any, search_root: Path | None = None) -> Ru
     return record_from(summary, config, str(run), follow_checkpoint=False)
 
 
-def record_from(summary: dict[str, Any], config: dict[str, Any], run_dir: str, follow_checkpoint: bool = True,
-                search_root: Path | None = None) -> RunRecord:
-    model_args = ((config.get("model") or {}).get("init_args") or {})
+def record_from(
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    run_dir: str,
+    follow_checkpoint: bool = True,
+    search_root: Path | None = None,
+) -> RunRecord:
+    model_args = (config.get("model") or {}).get("init_args") or {}
     data = summary.get("data") or {}
     model = summary.get("model") or {}
     model_name = model.get("model_name") or model_args.get("model_name") or model_args.get("preset")
@@ -173,24 +193,48 @@ def record_from(summary: dict[str, Any], config: dict[str, Any], run_dir: str, f
         family += " (from checkpoint, frozen)" if frozen else " (from checkpoint)"
     metrics = {}
     for section in (summary.get("best_validation"), summary.get("test"), summary.get("metrics")):
-        metrics.update({k: float(v) for k, v in (section or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        metrics.update(
+            {k: float(v) for k, v in (section or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        )
     record = RunRecord(
-        run_dir=run_dir, experiment=str(summary.get("experiment")), family=family, kind=kind,
-        dataset=str(data.get("dataset") or "?"), train_size=summary.get("train_size"), seed=summary.get("seed"),
-        metrics=metrics, model_name=model_name, model_kwargs=dict(kwargs), cifar_stem=bool(model_args.get("cifar_stem")),
-        image_size=data.get("image_size"), num_classes=data.get("num_classes"), channels=int(data.get("channels") or 3),
-        parameters=model.get("parameters"), images_seen=images_seen(summary, config),
-        wall_time_s=summary.get("wall_time_s"), subcommand=str(summary.get("subcommand") or "fit"),
+        run_dir=run_dir,
+        experiment=str(summary.get("experiment")),
+        family=family,
+        kind=kind,
+        dataset=str(data.get("dataset") or "?"),
+        train_size=summary.get("train_size"),
+        seed=summary.get("seed"),
+        metrics=metrics,
+        model_name=model_name,
+        model_kwargs=dict(kwargs),
+        cifar_stem=bool(model_args.get("cifar_stem")),
+        image_size=data.get("image_size"),
+        num_classes=data.get("num_classes"),
+        channels=int(data.get("channels") or 3),
+        parameters=model.get("parameters"),
+        images_seen=images_seen(summary, config),
+        wall_time_s=summary.get("wall_time_s"),
+        subcommand=str(summary.get("subcommand") or "fit"),
     )
     if record.model_name and kind != "other" and record.image_size and record.num_classes:
         try:
-            record.flops_per_image = flops_per_image(record.model_name, json.dumps(record.model_kwargs, sort_keys=True),
-                                                     record.cifar_stem, int(record.image_size), int(record.num_classes), record.channels,
-                                                     frozen)
+            record.flops_per_image = flops_per_image(
+                record.model_name,
+                json.dumps(record.model_kwargs, sort_keys=True),
+                record.cifar_stem,
+                int(record.image_size),
+                int(record.num_classes),
+                record.channels,
+                frozen,
+            )
         except Exception:  # a model the counter cannot build on the meta device: no compute axis for it
             record.flops_per_image = None
     if pretrained is not None:
-        record.pretrain_size, record.pretrain_dataset, record.pretrain_flops = pretrained.train_size, pretrained.dataset, pretrained.train_flops
+        record.pretrain_size, record.pretrain_dataset, record.pretrain_flops = (
+            pretrained.train_size,
+            pretrained.dataset,
+            pretrained.train_flops,
+        )
     return record
 
 
@@ -238,8 +282,17 @@ def aggregate(records: list[RunRecord], metric: str) -> dict[str, list[Point]]:
         for size in sorted(by_size):
             values = [r.metrics[metric] for r in by_size[size]]
             flops = [r.train_flops for r in by_size[size] if r.train_flops is not None]
-            points.append(Point(size, statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0,
-                                min(values), max(values), len(values), statistics.fmean(flops) if flops else None))
+            points.append(
+                Point(
+                    size,
+                    statistics.fmean(values),
+                    statistics.stdev(values) if len(values) > 1 else 0.0,
+                    min(values),
+                    max(values),
+                    len(values),
+                    statistics.fmean(flops) if flops else None,
+                )
+            )
         result[family] = points
     return dict(sorted(result.items()))
 
@@ -253,27 +306,44 @@ class Crossover:
     text: str
 
 
-def crossover(vit_name: str, vit: dict[int, float], cnn_name: str, cnn: dict[int, float], unit: str = "training images") -> Crossover:
+def crossover(
+    vit_name: str, vit: dict[int, float], cnn_name: str, cnn: dict[int, float], unit: str = "training images"
+) -> Crossover:
     """Where the ViT's mean overtakes the CNN's for good, interpolated linearly in log(data size)."""
     sizes = sorted(set(vit) & set(cnn))
     if not sizes:
-        return Crossover(vit_name, cnn_name, "insufficient", None, f"{vit_name} and {cnn_name} share no data size ({unit})")
+        return Crossover(
+            vit_name, cnn_name, "insufficient", None, f"{vit_name} and {cnn_name} share no data size ({unit})"
+        )
     gaps = [vit[s] - cnn[s] for s in sizes]
     span = f"{sizes[0]:,}-{sizes[-1]:,} {unit}" if len(sizes) > 1 else f"{sizes[0]:,} {unit}"
     if all(g > 0 for g in gaps):
-        return Crossover(vit_name, cnn_name, "ahead", None, f"{vit_name} is ahead of {cnn_name} at every size measured ({span})")
+        return Crossover(
+            vit_name, cnn_name, "ahead", None, f"{vit_name} is ahead of {cnn_name} at every size measured ({span})"
+        )
     if gaps[-1] <= 0:
         ahead = [f"{s:,}" for s, g in zip(sizes, gaps) if g > 0]
         earlier = f"; ahead only at {', '.join(ahead)}, then behind" if ahead else ""
-        return Crossover(vit_name, cnn_name, "behind", None,
-                         f"{vit_name} does not overtake {cnn_name} within {span} (gap at {sizes[-1]:,}: {100 * gaps[-1]:+.1f} points{earlier})")
+        return Crossover(
+            vit_name,
+            cnn_name,
+            "behind",
+            None,
+            f"{vit_name} does not overtake {cnn_name} within {span} (gap at {sizes[-1]:,}: {100 * gaps[-1]:+.1f} "
+            f"points{earlier})",
+        )
     k = max(i for i, g in enumerate(gaps) if g <= 0) + 1  # ahead from sizes[k] on
     before, after = gaps[k - 1], gaps[k]
     t = before / (before - after)
     size = math.exp(math.log(sizes[k - 1]) + t * (math.log(sizes[k]) - math.log(sizes[k - 1])))
-    return Crossover(vit_name, cnn_name, "crosses", size,
-                     f"{vit_name} overtakes {cnn_name} at about {size:,.0f} {unit} (between {sizes[k - 1]:,} and {sizes[k]:,}; "
-                     f"{100 * gaps[-1]:+.1f} points at {sizes[-1]:,})")
+    return Crossover(
+        vit_name,
+        cnn_name,
+        "crosses",
+        size,
+        f"{vit_name} overtakes {cnn_name} at about {size:,.0f} {unit} (between {sizes[k - 1]:,} and {sizes[k]:,}; "
+        f"{100 * gaps[-1]:+.1f} points at {sizes[-1]:,})",
+    )
 
 
 def envelope(points: dict[str, list[Point]], families: list[str]) -> dict[int, float]:
@@ -283,16 +353,26 @@ def envelope(points: dict[str, list[Point]], families: list[str]) -> dict[int, f
     return {size: max(b[size] for b in by_size) for size in sorted(common)}
 
 
-def crossovers(points: dict[str, list[Point]], kinds: dict[str, str], unit: str = "training images") -> tuple[Crossover | None, list[Crossover]]:
+def crossovers(
+    points: dict[str, list[Point]], kinds: dict[str, str], unit: str = "training images"
+) -> tuple[Crossover | None, list[Crossover]]:
     """The headline (best ViT against best CNN) and every ViT/CNN pair; unit names what the sizes count."""
     vits = [f for f in points if kinds.get(f) == "vit"]
     cnns = [f for f in points if kinds.get(f) == "cnn"]
-    pairs = [crossover(v, {p.train_size: p.mean for p in points[v]}, c, {p.train_size: p.mean for p in points[c]}, unit)
-             for v in vits for c in cnns]
+    pairs = [
+        crossover(v, {p.train_size: p.mean for p in points[v]}, c, {p.train_size: p.mean for p in points[c]}, unit)
+        for v in vits
+        for c in cnns
+    ]
     if not vits or not cnns:
         return None, pairs
-    headline = crossover(f"ViT (best of {', '.join(vits)})", envelope(points, vits), f"ResNet (best of {', '.join(cnns)})",
-                         envelope(points, cnns), unit)
+    headline = crossover(
+        f"ViT (best of {', '.join(vits)})",
+        envelope(points, vits),
+        f"ResNet (best of {', '.join(cnns)})",
+        envelope(points, cnns),
+        unit,
+    )
     return headline, pairs
 
 
@@ -315,7 +395,9 @@ def main_dataset(records: list[RunRecord]) -> str | None:
     return max(counts, key=counts.get) if counts else None
 
 
-def as_json(records: list[RunRecord], points: dict[str, list[Point]], headline: Crossover | None, pairs: list[Crossover]) -> dict:
+def as_json(
+    records: list[RunRecord], points: dict[str, list[Point]], headline: Crossover | None, pairs: list[Crossover]
+) -> dict:
     return {
         "runs": [{**asdict(r), "train_flops": r.train_flops} for r in records],
         "points": {family: [asdict(p) for p in pts] for family, pts in points.items()},

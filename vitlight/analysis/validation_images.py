@@ -58,7 +58,9 @@ class ValidationImagesLogger(Callback):
         for index in range(min(self.num_images, len(dataset))):
             item = dataset[index]
             if not isinstance(item, (tuple, list)) or not isinstance(item[0], Tensor) or item[0].dim() != 3:
-                self._disable(f"validation items must be (image (C, H, W), label); item {index} is {type(item).__name__}")
+                self._disable(
+                    f"validation items must be (image (C, H, W), label); item {index} is {type(item).__name__}"
+                )
                 return False
             images.append(item[0])
             labels.append(int(item[1]) if len(item) > 1 else -1)

@@ -116,7 +116,10 @@ class ImageCache:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise DataError(f"cannot create the cache folder {str(self.root)!r} ({error.strerror}); set data.cache_dir or ${CACHE_ENV} to a writable folder") from None
+            raise DataError(
+                f"cannot create the cache folder {str(self.root)!r} ({error.strerror}); set data.cache_dir or "
+                f"${CACHE_ENV} to a writable folder"
+            ) from None
 
     def read(self, name: str) -> tuple[MappedImages, np.ndarray, dict] | None:
         """(images, labels, meta) of a complete entry, or None when there is none (or it is unusable)."""
@@ -168,8 +171,13 @@ class ImageCache:
         """Writes `<root>/<name>.json` atomically."""
         self._make_root()
         text = json.dumps(content).encode()
-        write_atomic(self.root / f"{name}.json", lambda stream: stream.write(text), what="cache record",
-                     error=DataError, temporary_prefix=f".tmp-{name}-")  # `.tmp-*`: removed when stale
+        write_atomic(
+            self.root / f"{name}.json",
+            lambda stream: stream.write(text),
+            what="cache record",
+            error=DataError,
+            temporary_prefix=f".tmp-{name}-",
+        )  # `.tmp-*`: removed when stale
 
     def _remove_stale(self) -> None:
         now = time.time()

@@ -14,6 +14,7 @@ from vitlight.errors import ConfigError
 
 def build_datamodule(data_config: dict[str, Any] | None, overrides: list[str] | None = None):
     """Instantiates the data module of a run config, with `--data X --data.key value` overrides on top."""
+
     class _Parser(ArgumentParser):
         def error(self, message: str, ex: Exception | None = None):  # type: ignore[override]
             raise ConfigError(format_parse_error(str(message), argv=overrides))

@@ -63,7 +63,9 @@ class ImageFolder(SourceDataModule):
         self.split_names = {"train": ("train",), "test": (test_folder,), "val": (val_folder,) if val_folder else ()}
         train = self.data_path / "train"
         if not train.is_dir():
-            raise DataError(f"ImageFolder: {train} is not a folder (expected {self.data_path}/train/<class>/<image files>)")
+            raise DataError(
+                f"ImageFolder: {train} is not a folder (expected {self.data_path}/train/<class>/<image files>)"
+            )
         self._class_names = class_folders(train)
         if not self._class_names:
             raise DataError(f"ImageFolder: {train} has no class folders (expected {train}/<class>/<image files>)")
@@ -79,7 +81,9 @@ class ImageFolder(SourceDataModule):
         def index(folder: Path, names: list[str]) -> dict[str, int]:
             unknown = next((name for name in names if name not in known), None)
             if unknown is not None:
-                raise DataError(f"ImageFolder: class folder {folder / unknown} is not one of the {len(known)} classes in {train}")
+                raise DataError(
+                    f"ImageFolder: class folder {folder / unknown} is not one of the {len(known)} classes in {train}"
+                )
             return {name: known[name] for name in names}
 
         return index
@@ -132,7 +136,10 @@ class HubImageDataset(SourceDataModule):
                 from the image sizes), listed by LightningCLI as this class's own.
         """
         if dataset_id is None and data_dir is None:
-            raise DataError("HubImageDataset needs data.dataset_id (a Hugging Face dataset id) or data.data_dir (a save_to_disk folder)")
+            raise DataError(
+                "HubImageDataset needs data.dataset_id (a Hugging Face dataset id) or data.data_dir (a save_to_disk "
+                "folder)"
+            )
         self.mean, self.std = _stats("mean", mean, self.mean), _stats("std", std, self.std)
         super().__init__(data_dir=data_dir, revision=revision, **shared)
         self.native_channels = self.channels
@@ -157,7 +164,10 @@ class HubImageDataset(SourceDataModule):
             features = hub_features(self._owner, self.dataset_id, self.config_name, self.revision, self.local_forms)
         names = class_names(features, self.label_column)
         if names is None:
-            raise DataError(f"{self._owner}: the label column {self.label_column!r} is not a ClassLabel, so the class names are unknown; set data.class_names")
+            raise DataError(
+                f"{self._owner}: the label column {self.label_column!r} is not a ClassLabel, so the class names are "
+                "unknown; set data.class_names"
+            )
         return names
 
     @property

@@ -24,7 +24,15 @@ import numpy as np
 from vitlight.data import decode as decoding
 from vitlight.data.base import ImageDataModule, SplitData
 from vitlight.data.cache import CacheWriter, ImageCache, cache_root, source_digest
-from vitlight.data.decode import MAX_BAD_FRACTION, DataWarning, common_size, describe, fit_size, report_unreadable, unreadable_headers
+from vitlight.data.decode import (
+    MAX_BAD_FRACTION,
+    DataWarning,
+    common_size,
+    describe,
+    fit_size,
+    report_unreadable,
+    unreadable_headers,
+)
 from vitlight.data.readers import DEFAULT_SPLIT_NAMES, SourceSplit
 from vitlight.data.readers.folder import ClassIndex, find_image_folder, match_class_folders
 from vitlight.data.readers.hub import dataset_dict_sources, is_saved_dataset, load_hub, load_saved
@@ -118,10 +126,14 @@ class SourceDataModule(ImageDataModule):
             if self.hub_id is None:
                 raise DataError(f"{owner}: set data.data_dir to {self.local_forms}")
             splits = load_hub(owner, self.hub_id, self.hub_config, self.revision, self.local_forms)
-            return dataset_dict_sources(owner, splits, self.split_names, self.image_column, self.label_column, f"hub:{self.hub_id}")
+            return dataset_dict_sources(
+                owner, splits, self.split_names, self.image_column, self.label_column, f"hub:{self.hub_id}"
+            )
         if is_saved_dataset(root):
             splits = load_saved(owner, root)
-            return dataset_dict_sources(owner, splits, self.split_names, self.image_column, self.label_column, str(root.resolve()))
+            return dataset_dict_sources(
+                owner, splits, self.split_names, self.image_column, self.label_column, str(root.resolve())
+            )
         found = self.read_native(root)
         if found is None:
             found = find_image_folder(owner, root, self.split_names, self.class_index())
@@ -157,7 +169,9 @@ class SourceDataModule(ImageDataModule):
     def _store(self) -> ImageCache:
         return ImageCache(cache_root(self.cache_dir))
 
-    def _from_cache(self, split: str, source: SourceSplit, data: SplitData | None, common: tuple[int, int] | None) -> SplitData:
+    def _from_cache(
+        self, split: str, source: SourceSplit, data: SplitData | None, common: tuple[int, int] | None
+    ) -> SplitData:
         """The split's pixels from its cache entry, decoded into one first if there is none.
 
         Decoded sources keep their stored size; encoded images are stored at the size a sample of
@@ -165,12 +179,21 @@ class SourceDataModule(ImageDataModule):
         """
         owner = type(self).__name__
         size = None if data is None else (common or (self.image_size, self.image_size))
-        parts = [owner, split, source.origin, source.key, f"channels={self.native_channels}", f"size={size or 'stored'}"]
+        parts = [
+            owner,
+            split,
+            source.origin,
+            source.key,
+            f"channels={self.native_channels}",
+            f"size={size or 'stored'}",
+        ]
         name = f"{owner}-{split}-{source_digest(parts, source.files)}"
         store = self._store()
         hit = store.read(name)
         if hit is None:
-            log.info("%s: decoding the %s split (%s) once into the cache %s", owner, split, source.origin, store.root / name)
+            log.info(
+                "%s: decoding the %s split (%s) once into the cache %s", owner, split, source.origin, store.root / name
+            )
             data = data if data is not None else source.load()
             store.write(name, lambda writer: self._fill(writer, data, size, odd_sizes_warn=common is not None))
             hit = store.read(name)
@@ -214,8 +237,11 @@ class SourceDataModule(ImageDataModule):
         if len(bad) > MAX_BAD_FRACTION * len(data):
             report_unreadable(type(self).__name__, data.origin, bad, len(data))
         if resized:
-            message = f"{type(self).__name__}: resized {resized} image(s) of {data.origin} to {size[0]}x{size[1]} for the cache"
-            warnings.warn(message, DataWarning) if odd_sizes_warn else log.info(message)
+            message = (
+                f"{type(self).__name__}: resized {resized} image(s) of {data.origin} to {size[0]}x{size[1]} "
+                "for the cache"
+            )
+            warnings.warn(message, DataWarning, stacklevel=2) if odd_sizes_warn else log.info(message)
         writer.meta.update(unreadable=bad, resized=resized)
 
     def _without_unreadable(self, split: str, source: SourceSplit, data: SplitData) -> SplitData:
@@ -226,7 +252,10 @@ class SourceDataModule(ImageDataModule):
         record = store.read_json(name)
         if record is None:
             bad = unreadable_headers(data.paths)
-            record = {"total": len(data), "unreadable": [[index, f"{data.paths[index]}: {error}"] for index, error in bad]}
+            record = {
+                "total": len(data),
+                "unreadable": [[index, f"{data.paths[index]}: {error}"] for index, error in bad],
+            }
             try:
                 store.write_json(name, record)
             except (DataError, OSError) as error:

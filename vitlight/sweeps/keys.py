@@ -1,8 +1,9 @@
 """Checks a sweep's parameter names with the vitlight command's own parser, before any trial starts.
 
 Each check parses the very argv a trial would get (the command's macros expanded with example
-values) with the parser of `vitlight fit` (vitlight.parse_check) or with `vitlight pipeline`'s own check. When the whole command fails, parameters are added
-one at a time in `${args}` order, so that each bad name (or value) is found and listed.
+values) with the parser of `vitlight fit` (vitlight.parse_check) or with `vitlight pipeline`'s own
+check. When the whole command fails, parameters are added one at a time in `${args}` order, so that
+each bad name (or value) is found and listed.
 """
 
 from __future__ import annotations
@@ -46,13 +47,17 @@ def check_keys(spec: SweepSpec) -> None:
             return
         alone = problem({})
         if alone:
-            raise SweepSpecError(f"{spec.path}: the command without parameters is rejected: {alone}; command: {' '.join(spec.command)}")
+            raise SweepSpecError(
+                f"{spec.path}: the command without parameters is rejected: {alone}; command: {' '.join(spec.command)}"
+            )
         bad = _bad_parameters(spec.parameters, examples, problem)
         if not bad:
             raise SweepSpecError(f"{spec.path}: the parameters are accepted one by one but not together: {failed}")
         names = ", ".join(name for name, _ in bad)
         details = "; ".join(f"{name}: {reason}" for name, reason in bad)
-        raise SweepSpecError(f"{spec.path}: parameters that `vitlight {spec.subcommand}` does not accept: {names} ({details})")
+        raise SweepSpecError(
+            f"{spec.path}: parameters that `vitlight {spec.subcommand}` does not accept: {names} ({details})"
+        )
 
 
 def _bad_parameters(parameters: tuple[Parameter, ...], examples: dict, problem) -> list[tuple[str, str]]:

@@ -14,13 +14,13 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from vitlight.checkpoints import without_compile_wrapper
 from vitlight.errors import ConfigError
 from vitlight.syncs import log_due
 from vitlight.tasks.backbones import apply_cifar_stem, create_backbone, is_convnet
 from vitlight.tasks.inputs import batch_stage
 from vitlight.tasks.optim import scale_learning_rate, weight_decay_groups
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
-from vitlight.checkpoints import without_compile_wrapper
 from vitlight.tasks.weights import load_backbone_weights
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,9 @@ class ImageClassifier(L.LightningModule):
     def _freeze_all_but_head(self) -> None:
         head = self.backbone.get_classifier() if hasattr(self.backbone, "get_classifier") else None
         if not isinstance(head, nn.Module) or not list(head.parameters()):
-            raise ConfigError(f"model.freeze_backbone needs a model with a classifier head; {self.hparams.model_name} has none")
+            raise ConfigError(
+                f"model.freeze_backbone needs a model with a classifier head; {self.hparams.model_name} has none"
+            )
         for parameter in self.backbone.parameters():
             parameter.requires_grad = False
         for parameter in head.parameters():
@@ -124,7 +126,9 @@ class ImageClassifier(L.LightningModule):
             return None
         from timm.data import Mixup
 
-        return Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=smoothing, num_classes=num_classes)
+        return Mixup(
+            mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=smoothing, num_classes=num_classes
+        )
 
     def _build_ema(self, decay: float | None):
         if decay is None:
@@ -188,7 +192,9 @@ class ImageClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        metrics, mean_loss = (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics, self.test_loss)
+        metrics, mean_loss = (
+            (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics, self.test_loss)
+        )
         metrics.update(logits, labels)
         mean_loss.update(loss, weight=len(labels))
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
@@ -251,7 +257,12 @@ class ImageClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(weight_decay_groups(self.backbone))
         if self.hparams.base_batch_size is not None:
             lr, batch = scale_learning_rate(optimizer, self.trainer, self.hparams.base_batch_size)
-            log.info("learning rate %.4g for global batch %d (the paper's rule: lr x batch / %d)", lr, batch, self.hparams.base_batch_size)
+            log.info(
+                "learning rate %.4g for global batch %d (the paper's rule: lr x batch / %d)",
+                lr,
+                batch,
+                self.hparams.base_batch_size,
+            )
             for logger in self.loggers:
                 logger.log_hyperparams({"lr_resolved": lr, "global_batch_size": batch})
         if self.scheduler_factory is None:

@@ -18,7 +18,9 @@ def split_data_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tu
     args, rest = parser.parse_known_args(argv)
     for token in rest:
         if token.startswith("-") and not (token == "--data" or token.startswith(("--data.", "--data="))):
-            raise ConfigError(f"{parser.prog}: unknown flag {token!r}; valid: {', '.join(_flags(parser))}, --data, --data.<key>")
+            raise ConfigError(
+                f"{parser.prog}: unknown flag {token!r}; valid: {', '.join(_flags(parser))}, --data, --data.<key>"
+            )
     return args, rest
 
 
