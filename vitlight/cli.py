@@ -29,6 +29,7 @@ from vitlight.errors import ConfigError, VitlightError
 from vitlight.logging_wandb import apply_wandb_mode, redact_secrets, update_unlocked
 from vitlight.precision import apply_matmul_precision, resolve_precision, will_use_cuda
 from vitlight.reliability import AtomicCheckpointIO, NonFiniteLossGuard, PreemptionCheckpoint, RandomStates, StepCheckpoint
+from vitlight.wandb_summaries import BestSummaries
 from vitlight.runs import (
     SUMMARY_FILE, BestValidationMetrics, RunFolder, latest_run, new_run_id, new_wandb_id, wandb_id_of, write_json_atomic,
     write_start_record,
@@ -269,7 +270,7 @@ class VitlightCLI(LightningCLI):
             self.run_folder.create()
         if self.trainer.is_global_zero:  # the run's identity is on disk before any work, whatever ends it
             self.start_record = write_start_record(self.run_folder, subcommand, self.config[subcommand].get("seed_everything"))
-        extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config())]
+        extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config()), BestSummaries()]
         if subcommand == "fit":
             extra += self._reliability_callbacks()
         self.trainer.callbacks[:0] = extra  # before the checkpoint callbacks, which Lightning also moves last
