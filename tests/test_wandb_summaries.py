@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXPERIMENTS, ROOT, SMOKE, write_image_folder
-from tests.helpers.wandb_records import read_records
+from tests.helpers.wandb_records import read_records, run_config
 from vitlight.cli import main
+from vitlight.sweeps.dashboard import build_spec
 from vitlight.sweeps.spec import load_spec
 from vitlight.tools.pipeline import STAGES
 from vitlight.wandb_summaries import BEST_SUMMARIES
@@ -40,6 +41,14 @@ def records_of(run: Path) -> tuple[dict[str, str], dict[str, object], set[str]]:
     return defined, summary, history
 
 
+def train_step_flops_per_image() -> float:
+    from vitlight.analysis.flops import count_training_flops
+    from vitlight.tasks.backbones import create_backbone
+
+    kwargs = {"patch_size": 7, "embed_dim": 128, "depth": 6, "num_heads": 4}  # quickstart.yaml's ViT, 3 classes at 14 px
+    return count_training_flops(lambda: create_backbone("vit_tiny_patch16_224", 3, 14, 3, kwargs), (2, 3, 14, 14)).train_step / 2
+
+
 @pytest.fixture(scope="module")
 def fitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("summaries")
@@ -55,8 +64,13 @@ def test_validation_summaries_are_the_best_and_test_metrics_are_the_tested_check
     defined, summary, history = records_of(fitted_run)
     assert {key: defined.get(key) for key in BEST_SUMMARIES} == BEST_SUMMARIES == {"val/acc": "max", "val/acc_top5": "max", "val/loss": "min"}
     assert {"val/acc", "val/loss"} <= history  # the history W&B's sweep controller and hyperband read stays numeric
-    tested = json.loads((fitted_run / "summary.json").read_text())["test"]
+    record = json.loads((fitted_run / "summary.json").read_text())
+    tested = record["test"]
     assert tested and {key: summary[key] for key in tested} == pytest.approx(tested)
+    # the dashboards' axes: the training images as a count, and the counted training FLOPs
+    assert summary["data/train_size"] == record["train_size"] == 32
+    per_image = train_step_flops_per_image()
+    assert summary["compute/train_flops"] == pytest.approx(per_image * record["global_step"] * 8)
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
@@ -68,3 +82,18 @@ def test_each_sweep_metric_is_a_key_the_run_gives_wandb(path: Path, fitted_run: 
         return
     _, summary, history = records_of(fitted_run)
     assert spec.metric in history | set(summary), f"{path.name}: metric {spec.metric} is never logged by `vitlight fit`"
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_dashboard_axes_and_grouping_keys_exist_in_a_logged_run(path: Path, fitted_run: Path):
+    view = build_spec(load_spec(path))
+    _, summary, _ = records_of(fitted_run)
+    (wandb_file,) = list((fitted_run / "wandb").glob("offline-run-*/run-*.wandb"))
+    config = run_config(wandb_file)
+    for key in view["runset"]["groupby"]:  # W&B shows nested config keys dotted
+        node = config
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"{path.name}: grouping key {key} is not in a run's W&B config"
+            node = node[part]
+    for panel in view["sections"][0]["panels"][:2]:
+        assert panel["x"]["summary"] in summary
