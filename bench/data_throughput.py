@@ -36,7 +36,9 @@ ARCHIVES = ("train.tar.gz", "test.tar.gz")
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data_dir", required=True, help="an image folder, or a folder holding train.tar.gz and test.tar.gz of one")
+    p.add_argument(
+        "--data_dir", required=True, help="an image folder, or a folder holding train.tar.gz and test.tar.gz of one"
+    )
     p.add_argument("--max_images", type=int, default=10000, help="training images timed per loader")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--num_workers", type=int, default=2)
@@ -105,8 +107,13 @@ def main(argv: list[str] | None = None) -> None:
         folder = _image_folder(Path(args.data_dir).expanduser(), Path(scratch) / "images")
         cache_dir = args.cache_dir or str(Path(scratch) / "cache")
         settings = dict(
-            data_dir=str(folder), image_size=args.image_size, batch_size=args.batch_size,
-            num_workers=args.num_workers, random_crop_padding=4, horizontal_flip=True, cache_dir=cache_dir,
+            data_dir=str(folder),
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            random_crop_padding=4,
+            horizontal_flip=True,
+            cache_dir=cache_dir,
         )
         start = time.perf_counter()
         cached = ImageFolder(cache=True, **settings)
@@ -120,7 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     workers = f"{args.num_workers} workers, batch {args.batch_size}, {args.image_size}px, pad-crop + flip"
     print(f"train loader from the cache:   {cached_rate:9.0f} images/s ({cached_seen} images; {workers})")
     print(f"train loader decoding files:   {decoding_rate:9.0f} images/s ({decoding_seen} images; {workers})")
-    print(f"ViT-Ti/4 training at 32x32:     {_vit_rate(args.batch_size, args.steps):9.0f} images/s (CPU, batch {args.batch_size}, {args.steps} steps, {torch.get_num_threads()} threads)")
+    print(
+        f"ViT-Ti/4 training at 32x32:     {_vit_rate(args.batch_size, args.steps):9.0f} images/s (CPU, batch {args.batch_size}, {args.steps} steps, {torch.get_num_threads()} threads)"
+    )
     print(f"RATIO {cached_rate / decoding_rate:.2f}")
 
 

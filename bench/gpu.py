@@ -32,11 +32,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # the bench's modules; vitlight from this checkout
 
-import torch  # noqa: E402
-
 import gpu_build  # noqa: E402
 import gpu_measure  # noqa: E402
 import gpu_report  # noqa: E402
+import torch  # noqa: E402
 
 EXPERIMENTS = HERE.parent / "experiments"
 
@@ -49,13 +48,25 @@ class Config:
 
 
 CONFIGS = {  # in the order they run
-    "vit_b16": Config("ViT-B/16 224px", "vit_b16_imagenet.yaml", {
-        "model.init_args.model_name": "vit_tiny_patch16_224", "data.init_args.image_size": 32,
-        "model.init_args.model_kwargs": {"patch_size": 8, "depth": 2, "drop_path_rate": 0.1}}),
-    "igpt_s": Config("iGPT-S 32x32 AR", "igpt_s_cifar10.yaml", {
-        "model.init_args.preset": "igpt-tiny", "model.init_args.palette_size": 16, "data.init_args.image_size": 8}),
-    "resnet50": Config("ResNet-50 224px", "resnet50_imagenet.yaml", {
-        "model.init_args.model_name": "resnet18", "data.init_args.image_size": 32}),
+    "vit_b16": Config(
+        "ViT-B/16 224px",
+        "vit_b16_imagenet.yaml",
+        {
+            "model.init_args.model_name": "vit_tiny_patch16_224",
+            "data.init_args.image_size": 32,
+            "model.init_args.model_kwargs": {"patch_size": 8, "depth": 2, "drop_path_rate": 0.1},
+        },
+    ),
+    "igpt_s": Config(
+        "iGPT-S 32x32 AR",
+        "igpt_s_cifar10.yaml",
+        {"model.init_args.preset": "igpt-tiny", "model.init_args.palette_size": 16, "data.init_args.image_size": 8},
+    ),
+    "resnet50": Config(
+        "ResNet-50 224px",
+        "resnet50_imagenet.yaml",
+        {"model.init_args.model_name": "resnet18", "data.init_args.image_size": 32},
+    ),
 }
 NEEDS_S = {"eager": 30, "compile": 150, "real": 90}  # least time left to start a row (CUDA)
 
@@ -74,7 +85,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="real-data loader workers (default: the YAML's)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 30; tiny 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5, compile +3; tiny 1)")
-    p.add_argument("--count_steps", type=int, default=None, help="steps whose host syncs are counted (default 3; tiny 2)")
+    p.add_argument(
+        "--count_steps", type=int, default=None, help="steps whose host syncs are counted (default 3; tiny 2)"
+    )
     p.add_argument("--matmul_size", type=int, default=None, help="side of the bf16 matmul (default 8192; tiny 256)")
     p.add_argument("--max_minutes", type=float, default=8.0, help="rows that would not fit are skipped")
     a = p.parse_args(argv)
@@ -82,7 +95,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     a.only = [n.strip() for n in a.only.split(",") if n.strip()]
     a.modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     if not a.only or any(n not in CONFIGS for n in a.only):
-        p.error(f"--only {','.join(n for n in a.only if n not in CONFIGS) or '(none)'}: choose from {', '.join(CONFIGS)}")
+        p.error(
+            f"--only {','.join(n for n in a.only if n not in CONFIGS) or '(none)'}: choose from {', '.join(CONFIGS)}"
+        )
     if not a.modes or any(m not in ("eager", "compile") for m in a.modes):
         p.error(f"--modes {','.join(a.modes) or '(none)'}: choose from eager, compile")
     if any(Path(o).suffix not in (".md", ".json") for o in a.out):
@@ -126,7 +141,12 @@ class Run:
         self.deadline = time.perf_counter() + args.max_minutes * 60
         settings = {k: getattr(args, k) for k in ("tiny", "precision", "steps", "warmup", "count_steps", "workers")}
         settings["float32_matmul_precision"] = torch.get_float32_matmul_precision()
-        self.report = {"environment": gpu_report.environment(self.device, args.argv, settings), "ceilings": {}, "rows": [], "goals": []}
+        self.report = {
+            "environment": gpu_report.environment(self.device, args.argv, settings),
+            "ceilings": {},
+            "rows": [],
+            "goals": [],
+        }
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -137,9 +157,14 @@ class Run:
     def ceilings(self) -> None:
         rate = gpu_measure.matmul_rate(self.device, self.args.matmul_size)
         peak = gpu_measure.datasheet_peak(self.report["environment"]["gpu"])
-        self.report["ceilings"] = {"matmul_size": self.args.matmul_size, "matmul_tflops": rate / 1e12,
-                                   "datasheet_tflops": peak / 1e12 if peak else None}
-        self.log(f"bf16 matmul {self.args.matmul_size}-cube: {rate / 1e12:.3g} TFLOP/s; datasheet {peak and peak / 1e12} TFLOP/s")
+        self.report["ceilings"] = {
+            "matmul_size": self.args.matmul_size,
+            "matmul_tflops": rate / 1e12,
+            "datasheet_tflops": peak / 1e12 if peak else None,
+        }
+        self.log(
+            f"bf16 matmul {self.args.matmul_size}-cube: {rate / 1e12:.3g} TFLOP/s; datasheet {peak and peak / 1e12} TFLOP/s"
+        )
         self.write()
 
     def overrides(self, name: str, mode: str) -> dict:
@@ -165,8 +190,17 @@ class Run:
 
     def row(self, name: str, mode: str, data: str, synthetic_rate: float | None = None) -> dict:
         cfg, args = CONFIGS[name], self.args
-        row = {"config": name, "title": cfg.title, "experiment": cfg.experiment, "mode": mode, "data": data,
-               "batch": None, "precision": args.precision, "status": "ok", "note": ""}
+        row = {
+            "config": name,
+            "title": cfg.title,
+            "experiment": cfg.experiment,
+            "mode": mode,
+            "data": data,
+            "batch": None,
+            "precision": args.precision,
+            "status": "ok",
+            "note": "",
+        }
         self.report["rows"].append(row)
         left = self.deadline - time.perf_counter()
         if mode == "compile" and not self.cuda and not args.compile:
@@ -205,21 +239,34 @@ class Run:
         warmup = args.warmup + (3 if mode == "compile" and self.cuda else 0)
         if data == "synthetic":
             gpu_measure.prepare_synthetic(module)
-            datamodule = gpu_measure.SyntheticImages(datamodule, datamodule.batch_size, warmup + args.steps + args.count_steps + 2,
-                                                     uint8=row["uint8_batches"], pin_memory=self.cuda)
+            datamodule = gpu_measure.SyntheticImages(
+                datamodule,
+                datamodule.batch_size,
+                warmup + args.steps + args.count_steps + 2,
+                uint8=row["uint8_batches"],
+                pin_memory=self.cuda,
+            )
         else:
             datamodule.prepare_data()
             datamodule.setup("fit")
-            row["loader_rate"] = gpu_measure.loader_rate(datamodule, args.steps, warmup=max(1, 2 * datamodule.num_workers))
+            row["loader_rate"] = gpu_measure.loader_rate(
+                datamodule, args.steps, warmup=max(1, 2 * datamodule.num_workers)
+            )
         row["flops_per_step"] = gpu_measure.flops_per_step(module, datamodule.batch_size)
         count = args.count_steps if mode == "eager" and data == "synthetic" else 0
-        row.update(gpu_measure.measure_fit(module, datamodule, built.trainer, device, args.precision, warmup, args.steps, count))
+        row.update(
+            gpu_measure.measure_fit(
+                module, datamodule, built.trainer, device, args.precision, warmup, args.steps, count
+            )
+        )
         if row["flops_per_step"]:
             flops = row["flops_per_step"] / (row["step_ms"] / 1e3)
             ceilings = self.report["ceilings"]
             row["tflops"] = flops / 1e12
             row["mfu_matmul"] = flops / (ceilings["matmul_tflops"] * 1e12)
-            row["mfu_datasheet"] = flops / (ceilings["datasheet_tflops"] * 1e12) if ceilings["datasheet_tflops"] else None
+            row["mfu_datasheet"] = (
+                flops / (ceilings["datasheet_tflops"] * 1e12) if ceilings["datasheet_tflops"] else None
+            )
         if data == "real" and synthetic_rate:
             row["real_ratio"] = row["rate"] / synthetic_rate
         if hasattr(module, "tokenize"):

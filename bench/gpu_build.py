@@ -77,7 +77,7 @@ def set_dotted(config: dict, dotted: str, value: Any) -> None:
             node = node.setdefault("init_args", {})
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise BuildError(f"override {dotted}: {'.'.join(keys[:index + 1])} is not a section")
+            raise BuildError(f"override {dotted}: {'.'.join(keys[: index + 1])} is not a section")
     if "class_path" in node and keys[-1] not in ("class_path", "init_args"):
         node = node.setdefault("init_args", {})
     node[keys[-1]] = value
@@ -120,8 +120,10 @@ def instantiate(node: Any, as_callable: bool = False) -> Any:
     if "class_path" not in node:
         return {key: instantiate(value) for key, value in node.items()}
     cls = import_path(node["class_path"])
-    arguments = {key: instantiate(value, as_callable=_takes_callable(cls, key))
-                 for key, value in (node.get("init_args") or {}).items()}
+    arguments = {
+        key: instantiate(value, as_callable=_takes_callable(cls, key))
+        for key, value in (node.get("init_args") or {}).items()
+    }
     if as_callable:
         return functools.partial(cls, **arguments)
     try:

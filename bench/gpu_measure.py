@@ -86,7 +86,7 @@ class _Batches(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = (index * self.batch) % (len(self.images) - self.batch + 1)
-        return self.images[start:start + self.batch], self.labels[start:start + self.batch]
+        return self.images[start : start + self.batch], self.labels[start : start + self.batch]
 
 
 class SyntheticImages(L.LightningDataModule):
@@ -102,13 +102,17 @@ class SyntheticImages(L.LightningDataModule):
         self.transform_settings = getattr(like, "transform_settings", None)
         self.batch_size, self.batches, self.uint8, self.pin_memory = batch_size, batches, uint8, pin_memory
         self.classes = [str(i) for i in range(self.num_classes)]
-        if hasattr(like, "device_finish"):  # the contract: the module asks its data module how to finish uint8 on the device
+        if hasattr(
+            like, "device_finish"
+        ):  # the contract: the module asks its data module how to finish uint8 on the device
             self.device_finish = like.device_finish
 
     def _pool(self) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(0)
         count = 4 * self.batch_size
-        images = torch.randint(0, 256, (count, self.channels, self.image_size, self.image_size), dtype=torch.uint8, generator=generator)
+        images = torch.randint(
+            0, 256, (count, self.channels, self.image_size, self.image_size), dtype=torch.uint8, generator=generator
+        )
         labels = torch.randint(0, self.num_classes, (count,), generator=generator)
         if not self.uint8:  # before the contract: the loader normalised on the CPU
             settings = self.transform_settings
@@ -119,8 +123,13 @@ class SyntheticImages(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         images, labels = self._pool()
-        return DataLoader(_Batches(images, labels, self.batch_size, self.batches), batch_size=None, shuffle=False,
-                          num_workers=0, pin_memory=self.pin_memory)
+        return DataLoader(
+            _Batches(images, labels, self.batch_size, self.batches),
+            batch_size=None,
+            shuffle=False,
+            num_workers=0,
+            pin_memory=self.pin_memory,
+        )
 
 
 def prepare_synthetic(module: L.LightningModule) -> None:
@@ -175,7 +184,9 @@ class StepClock(Callback):
         sync(self.device)
         self._started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.batches += 1
         if self.batches == self.warmup:
             self._begin()
@@ -203,15 +214,37 @@ class StepClock(Callback):
             self.syncs.__exit__(None, None, None)
 
 
-def trainer_for(device: torch.device, precision: str, trainer_section: dict, clock: StepClock, max_steps: int) -> L.Trainer:
+def trainer_for(
+    device: torch.device, precision: str, trainer_section: dict, clock: StepClock, max_steps: int
+) -> L.Trainer:
     settings = {key: trainer_section[key] for key in STEP_SETTINGS if trainer_section.get(key) is not None}
-    return L.Trainer(accelerator=device.type, devices=1, precision=precision, max_steps=max_steps, max_epochs=-1,
-                     limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, callbacks=[clock], **settings)
+    return L.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision=precision,
+        max_steps=max_steps,
+        max_epochs=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+        **settings,
+    )
 
 
-def measure_fit(module: L.LightningModule, datamodule: L.LightningDataModule, trainer_section: dict, device: torch.device,
-                precision: str, warmup: int, steps: int, count: int) -> dict:
+def measure_fit(
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    trainer_section: dict,
+    device: torch.device,
+    precision: str,
+    warmup: int,
+    steps: int,
+    count: int,
+) -> dict:
     """images/s, seconds per step, peak memory and host syncs per step of `trainer.fit(module, datamodule)`."""
     clock = StepClock(warmup, steps, count, device)
     trainer = trainer_for(device, precision, trainer_section, clock, warmup + steps + count)

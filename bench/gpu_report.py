@@ -32,12 +32,21 @@ def environment(device: torch.device, argv: list[str], settings: dict) -> dict:
         commit = f"{commit}{' (uncommitted changes)' if run('git', 'status', '--porcelain') else ''}" or None
     except Exception:
         commit = None
-    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": shlex.join(["python", "bench/gpu.py", *argv]), "device": device.type,
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "timm": version("timm"),
-            "lightning": version("lightning"), "vitlight_commit": commit, **settings}
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join(["python", "bench/gpu.py", *argv]),
+        "device": device.type,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "timm": version("timm"),
+        "lightning": version("lightning"),
+        "vitlight_commit": commit,
+        **settings,
+    }
 
 
 def goals(report: dict) -> list[dict]:
@@ -46,11 +55,14 @@ def goals(report: dict) -> list[dict]:
     for name, target in GOALS.items():
         if name == "real_data":
             what, key = "real data / synthetic images/s (vitlight's own loader)", "real_ratio"
-            rows = [r for r in report["rows"] if r["data"] == "real" and r["config"] == "vit_b16"] or \
-                   [r for r in report["rows"] if r["data"] == "real"]
+            rows = [r for r in report["rows"] if r["data"] == "real" and r["config"] == "vit_b16"] or [
+                r for r in report["rows"] if r["data"] == "real"
+            ]
         else:
             what, key = f"{name} MFU (measured matmul ceiling), torch.compile", "mfu_matmul"
-            rows = [r for r in report["rows"] if r["config"] == name and r["mode"] == "compile" and r["data"] == "synthetic"]
+            rows = [
+                r for r in report["rows"] if r["config"] == name and r["mode"] == "compile" and r["data"] == "synthetic"
+            ]
         row = rows[0] if rows else None
         value = row.get(key) if on_gpu and row and row["status"] == "ok" else None
         if not on_gpu:
@@ -70,25 +82,39 @@ def _num(value, fmt: str) -> str:
 
 def markdown(report: dict) -> str:
     env, ceilings = report["environment"], report["ceilings"]
-    lines = ["# vitlight training step through Lightning (bench/gpu.py)", "",
-             f"{env['date']}; {env['gpu'] or 'CPU'} ({env['cpus']} CPUs); Python {env['python']}, torch {env['torch']}, "
-             f"CUDA {env['cuda']}, timm {env['timm']}, lightning {env['lightning']}; vitlight {env['vitlight_commit']}",
-             "", f"Command: `{env['command']}`", ""]
+    lines = [
+        "# vitlight training step through Lightning (bench/gpu.py)",
+        "",
+        f"{env['date']}; {env['gpu'] or 'CPU'} ({env['cpus']} CPUs); Python {env['python']}, torch {env['torch']}, "
+        f"CUDA {env['cuda']}, timm {env['timm']}, lightning {env['lightning']}; vitlight {env['vitlight_commit']}",
+        "",
+        f"Command: `{env['command']}`",
+        "",
+    ]
     if env["device"] != "cuda":
-        lines += ["Measured on a CPU" + (" with --tiny shapes" if env.get("tiny") else "")
-                  + f": this checks that the script works; the GPU numbers are {NOT_MEASURED}.", ""]
+        lines += [
+            "Measured on a CPU"
+            + (" with --tiny shapes" if env.get("tiny") else "")
+            + f": this checks that the script works; the GPU numbers are {NOT_MEASURED}.",
+            "",
+        ]
     peak = ceilings.get("datasheet_tflops")
-    lines += [f"Ceilings: measured bf16 matmul ({ceilings.get('matmul_size')}-cube) {_num(ceilings.get('matmul_tflops'), '.4g')} TFLOP/s; "
-              f"datasheet dense bf16 {_num(peak, '.4g')} TFLOP/s" + ("" if peak else " (chip not in the table)"), "",
-              "| model | mode | data | batch | precision | step ms | images/s | loader alone images/s | real/synthetic | "
-              "TFLOP/s | MFU datasheet | MFU matmul | peak GiB | host syncs/step | status |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        f"Ceilings: measured bf16 matmul ({ceilings.get('matmul_size')}-cube) {_num(ceilings.get('matmul_tflops'), '.4g')} TFLOP/s; "
+        f"datasheet dense bf16 {_num(peak, '.4g')} TFLOP/s" + ("" if peak else " (chip not in the table)"),
+        "",
+        "| model | mode | data | batch | precision | step ms | images/s | loader alone images/s | real/synthetic | "
+        "TFLOP/s | MFU datasheet | MFU matmul | peak GiB | host syncs/step | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["rows"]:
         status = r["status"] + (f": {r['note']}" if r.get("note") else "")
-        lines.append(f"| {r['title']} | {r['mode']} | {r['data']} | {r['batch']} | {r['precision']} | {_num(r.get('step_ms'), '.1f')} | "
-                     f"{_num(r.get('rate'), '.0f')} | {_num(r.get('loader_rate'), '.0f')} | {_num(r.get('real_ratio'), '.3f')} | "
-                     f"{_num(r.get('tflops'), '.3g')} | {_num(r.get('mfu_datasheet'), '.3f')} | {_num(r.get('mfu_matmul'), '.3f')} | "
-                     f"{_num(r.get('peak_gib'), '.1f')} | {_num(r.get('syncs_per_step'), '.2f')} | {status} |")
+        lines.append(
+            f"| {r['title']} | {r['mode']} | {r['data']} | {r['batch']} | {r['precision']} | {_num(r.get('step_ms'), '.1f')} | "
+            f"{_num(r.get('rate'), '.0f')} | {_num(r.get('loader_rate'), '.0f')} | {_num(r.get('real_ratio'), '.3f')} | "
+            f"{_num(r.get('tflops'), '.3g')} | {_num(r.get('mfu_datasheet'), '.3f')} | {_num(r.get('mfu_matmul'), '.3f')} | "
+            f"{_num(r.get('peak_gib'), '.1f')} | {_num(r.get('syncs_per_step'), '.2f')} | {status} |"
+        )
     lines += ["", "| goal | target | measured | status |", "|---|---|---|---|"]
     lines += [f"| {g['goal']} | {g['target']} | {_num(g['value'], '.3f')} | {g['status']} |" for g in report["goals"]]
     callers = [(r, caller, n) for r in report["rows"] for caller, n in (r.get("syncs_by_caller") or {}).items()]

@@ -31,6 +31,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_throughput import _image_folder, timed_rate  # noqa: E402  (a sibling script: run as python bench/loader_dtype.py)
+
 from vitlight.data import ImageFolder  # noqa: E402
 from vitlight.data.base import SplitDataset  # noqa: E402
 
@@ -50,27 +51,47 @@ class FloatInWorkers(SplitDataset):
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data_dir", required=True, help="an image folder, or a folder holding train.tar.gz and test.tar.gz of one")
+    p.add_argument(
+        "--data_dir", required=True, help="an image folder, or a folder holding train.tar.gz and test.tar.gz of one"
+    )
     p.add_argument("--max_images", type=int, default=10000)
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--num_workers", type=int, default=2)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vitlight-bench-") as scratch:
         folder = _image_folder(Path(args.data_dir).expanduser(), Path(scratch) / "images")
-        module = ImageFolder(data_dir=str(folder), image_size=32, batch_size=args.batch_size, num_workers=args.num_workers,
-                             random_crop_padding=4, horizontal_flip=True, cache=True, cache_dir=str(Path(scratch) / "cache"))
+        module = ImageFolder(
+            data_dir=str(folder),
+            image_size=32,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            random_crop_padding=4,
+            horizontal_flip=True,
+            cache=True,
+            cache_dir=str(Path(scratch) / "cache"),
+        )
         module.setup()
         finish = module.device_finish(train=True)
         uint8_rate, uint8_seen = timed_rate(module.train_dataloader(), args.max_images, finish)
         shipped = module.train_dataloader()
-        old = torch.utils.data.DataLoader(FloatInWorkers(shipped.dataset, finish), batch_size=args.batch_size, shuffle=True,
-                                          num_workers=args.num_workers, persistent_workers=args.num_workers > 0, drop_last=True)
+        old = torch.utils.data.DataLoader(
+            FloatInWorkers(shipped.dataset, finish),
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=args.num_workers,
+            persistent_workers=args.num_workers > 0,
+            drop_last=True,
+        )
         float_rate, float_seen = timed_rate(old, args.max_images)
     side = module.image_size
     per_image = 3 * side * side
     setting = f"{args.num_workers} workers, batch {args.batch_size}, {side}px, pad-crop + flip + normalize"
-    print(f"uint8 handed over, finished after:   {uint8_rate:9.0f} images/s ({uint8_seen} images, {per_image} bytes/image; {setting})")
-    print(f"float32 finished in the workers:      {float_rate:9.0f} images/s ({float_seen} images, {4 * per_image} bytes/image)")
+    print(
+        f"uint8 handed over, finished after:   {uint8_rate:9.0f} images/s ({uint8_seen} images, {per_image} bytes/image; {setting})"
+    )
+    print(
+        f"float32 finished in the workers:      {float_rate:9.0f} images/s ({float_seen} images, {4 * per_image} bytes/image)"
+    )
     print(f"RATIO {uint8_rate / float_rate:.2f}")
 
 

@@ -44,8 +44,11 @@ def main(argv: list[str] | None = None) -> float:
     args = parser.parse_args(argv)
     rates = [matmul_gflops(args.size, args.seconds) for _ in range(args.repeats)]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"fp32 matmul {args.size}x{args.size}, {torch.get_num_threads()} threads, load average {load:.2f}: "
-          + ", ".join(f"{rate:.1f}" for rate in rates) + " GFLOP/s")
+    print(
+        f"fp32 matmul {args.size}x{args.size}, {torch.get_num_threads()} threads, load average {load:.2f}: "
+        + ", ".join(f"{rate:.1f}" for rate in rates)
+        + " GFLOP/s"
+    )
     rate = statistics.median(rates)
     print(f"GFLOPS {rate:.1f}")
     return rate

@@ -76,9 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     for use_cache in (True, False):
         model.generate(prefix, warm, temperature=0.0, use_cache=use_cache)
 
-    cached, t_cached = _timed(
-        lambda: model.generate(prefix, total, temperature=0.0, use_cache=True), args.device
-    )
+    cached, t_cached = _timed(lambda: model.generate(prefix, total, temperature=0.0, use_cache=True), args.device)
     recomputed, t_recompute = _timed(
         lambda: model.generate(prefix, total, temperature=0.0, use_cache=False), args.device
     )

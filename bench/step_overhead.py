@@ -68,9 +68,17 @@ class RandomImages(ImageDataModule):
 
     has_val_split = True
 
-    def __init__(self, train_images: int = 640, batch_size: int = 64, image_size: int = IMAGE_SIZE,
-                 num_workers: int = 0, seed: int = 0) -> None:
-        super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, val_fraction=0.0, seed=seed)
+    def __init__(
+        self,
+        train_images: int = 640,
+        batch_size: int = 64,
+        image_size: int = IMAGE_SIZE,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            image_size=image_size, batch_size=batch_size, num_workers=num_workers, val_fraction=0.0, seed=seed
+        )
         self.train_images = train_images
 
     @property
@@ -130,14 +138,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = [name for name in args.models if name not in MODELS]
     if unknown or not args.models:
         p.error(f"--models {','.join(unknown) or '(none)'}: choose from {', '.join(MODELS)}")
-    if min(args.batch, args.steps, args.rounds) < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+    if (
+        min(args.batch, args.steps, args.rounds) < 1
+        or args.warmup < 0
+        or (args.threads is not None and args.threads < 1)
+    ):
         p.error("--batch, --steps, --rounds and --threads must be at least 1 and --warmup at least 0")
     return args
 
 
 def _timed_steps(stamps: list[Stamp], warmup: int, steps: int) -> list[Stamp]:
     """(wall, cpu) durations of steps warmup .. warmup+steps-1 (each ends where the next batch starts)."""
-    stamps = stamps[warmup:warmup + steps + 1]
+    stamps = stamps[warmup : warmup + steps + 1]
     return [(after[0] - before[0], after[1] - before[1]) for before, after in zip(stamps, stamps[1:])]
 
 
@@ -146,12 +158,22 @@ def write_config(name: str, args: argparse.Namespace, folder: Path) -> Path:
     batches = args.warmup + args.steps + 1  # the last step ends where one more batch starts
     config = {
         "trainer": str(ROOT / "experiments" / "_trainer.yaml"),
-        "model": {"class_path": "vitlight.tasks.ImageClassifier", "init_args": {
-            **MODELS[name], "label_smoothing": LABEL_SMOOTHING,
-            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": LR, "weight_decay": WEIGHT_DECAY}},
-            "lr_scheduler": {"class_path": "vitlight.tasks.schedules.WarmupCosine", "init_args": {"warmup_fraction": 0.1}}}},
-        "data": {"class_path": f"{RandomImages.__module__}.RandomImages",
-                 "init_args": {"train_images": batches * args.batch, "batch_size": args.batch, "seed": args.seed}},
+        "model": {
+            "class_path": "vitlight.tasks.ImageClassifier",
+            "init_args": {
+                **MODELS[name],
+                "label_smoothing": LABEL_SMOOTHING,
+                "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": LR, "weight_decay": WEIGHT_DECAY}},
+                "lr_scheduler": {
+                    "class_path": "vitlight.tasks.schedules.WarmupCosine",
+                    "init_args": {"warmup_fraction": 0.1},
+                },
+            },
+        },
+        "data": {
+            "class_path": f"{RandomImages.__module__}.RandomImages",
+            "init_args": {"train_images": batches * args.batch, "batch_size": args.batch, "seed": args.seed},
+        },
     }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -162,8 +184,21 @@ def run_vitlight(config: Path, runs: Path, args: argparse.Namespace) -> list[Sta
     TimedCLI.timer = timer = StepTimer()
     batches = args.warmup + args.steps + 1
     with contextlib.redirect_stdout(sys.stderr):  # the progress bar and model summary: stdout keeps the figures
-        TimedCLI(args=["fit", "--config", str(config), "--runs_dir", str(runs), "--seed_everything", str(args.seed),
-                       "--trainer.max_epochs", "1", "--trainer.max_steps", str(batches)])
+        TimedCLI(
+            args=[
+                "fit",
+                "--config",
+                str(config),
+                "--runs_dir",
+                str(runs),
+                "--seed_everything",
+                str(args.seed),
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.max_steps",
+                str(batches),
+            ]
+        )
     return _timed_steps(timer.stamps, args.warmup, args.steps)
 
 
@@ -188,7 +223,9 @@ def run_plain(name: str, args: argparse.Namespace) -> list[Stamp]:
     optimizer = torch.optim.AdamW(weight_decay_groups(model), lr=LR, weight_decay=WEIGHT_DECAY)
     warm = max(1, round(0.1 * batches))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, batches - warm))))
+        optimizer,
+        lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, batches - warm))),
+    )
     model.train()
     stamps = []
     for index, (images, labels) in enumerate(data.train_dataloader()):
@@ -216,7 +253,10 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict[str, 
                 times[side] += run_vitlight(config, folder / "runs", args)
             else:
                 times[side] += run_plain(name, args)
-    return {side: (statistics.median(t[0] for t in steps), statistics.median(t[1] for t in steps)) for side, steps in times.items()}
+    return {
+        side: (statistics.median(t[0] for t in steps), statistics.median(t[1] for t in steps))
+        for side, steps in times.items()
+    }
 
 
 def _quiet() -> None:
@@ -233,20 +273,29 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     _quiet()
     sys.modules.setdefault(RandomImages.__module__, sys.modules[__name__])  # the config names the data class by module
-    print(f"threads={torch.get_num_threads()} batch={args.batch} steps={args.steps} warmup={args.warmup} "
-          f"rounds={args.rounds} clock={args.clock} torch={torch.__version__} lightning={L.__version__}", flush=True)
+    print(
+        f"threads={torch.get_num_threads()} batch={args.batch} steps={args.steps} warmup={args.warmup} "
+        f"rounds={args.rounds} clock={args.clock} torch={torch.__version__} lightning={L.__version__}",
+        flush=True,
+    )
     ratios = {}
     with tempfile.TemporaryDirectory(prefix="vitlight-step-overhead-") as folder:
         for name in args.models:
             started = time.perf_counter()
             result = bench_model(name, args, Path(folder))
             for side, (wall, cpu) in result.items():
-                print(f"{name:<9} {side:<8} {wall * 1000:9.1f} ms/step {1 / wall:8.3f} steps/s {args.batch / wall:9.1f} images/s"
-                      f" {cpu * 1000:9.1f} cpu-ms/step", flush=True)
+                print(
+                    f"{name:<9} {side:<8} {wall * 1000:9.1f} ms/step {1 / wall:8.3f} steps/s {args.batch / wall:9.1f} images/s"
+                    f" {cpu * 1000:9.1f} cpu-ms/step",
+                    flush=True,
+                )
             wall_ratio = result["vitlight"][0] / result["plain"][0]
             cpu_ratio = result["vitlight"][1] / result["plain"][1]
             ratios[name] = cpu_ratio if args.clock == "cpu" else wall_ratio
-            print(f"{name:<9} ratio wall {wall_ratio:.4f} cpu {cpu_ratio:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"{name:<9} ratio wall {wall_ratio:.4f} cpu {cpu_ratio:.4f} ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
     worst = max(ratios, key=ratios.get)
     print(f"worst model: {worst}")
     print(f"RATIO {ratios[worst]:.4f}")

@@ -39,8 +39,14 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     return tmp_path
 
 
-def write_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "frog"), per_class: int = 8,
-                       size: int = 16, splits: tuple[str, ...] = ("train", "test"), suffix: str = ".png") -> Path:
+def write_image_folder(
+    root: Path,
+    classes: tuple[str, ...] = ("cat", "dog", "frog"),
+    per_class: int = 8,
+    size: int = 16,
+    splits: tuple[str, ...] = ("train", "test"),
+    suffix: str = ".png",
+) -> Path:
     """A real `split/class/file` image folder; each class has its own colour so a model can learn it."""
     rng = np.random.default_rng(0)
     for split in splits:
@@ -55,9 +61,15 @@ def write_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "fr
     return root
 
 
-def run_vitlight(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_vitlight(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Runs the real command in a subprocess, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "vitlight", *args], capture_output=True, text=True, cwd=cwd,
-        env={**os.environ, **(env or {})}, timeout=timeout,
+        [sys.executable, "-m", "vitlight", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
     )

@@ -3,13 +3,11 @@ nothing the user had overwritten. Each row runs the real command in-process."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tests.conftest import EXPERIMENTS, SMOKE, write_image_folder
 from vitlight.cli import main
@@ -55,14 +53,26 @@ def grey_images_for_rgb_model(tmp: Path) -> list[str]:
 
 BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "malformed YAML": (malformed_yaml, ("bad.yaml", "not valid YAML", "at line")),
-    "unknown key": (lambda t: base(t, "--trainer.max_epoks", "3"), ("--trainer.max_epoks", "did you mean --trainer.max_epochs")),
+    "unknown key": (
+        lambda t: base(t, "--trainer.max_epoks", "3"),
+        ("--trainer.max_epoks", "did you mean --trainer.max_epochs"),
+    ),
     "wrong type": (lambda t: base(t, "--data.batch_size", "lots"), ("batch_size", "'lots'", "int")),
     "missing config file": (lambda t: ["fit", "--config", str(t / "nope.yaml")], ("nope.yaml", "does not exist")),
-    "missing data folder": (lambda t: base(t, "--data", "ImageFolder", "--data.data_dir", str(t / "nowhere")), ("nowhere",)),
+    "missing data folder": (
+        lambda t: base(t, "--data", "ImageFolder", "--data.data_dir", str(t / "nowhere")),
+        ("nowhere",),
+    ),
     "corrupt images beyond 1%": (corrupt_images, ("broken", "1%")),
-    "image_size not divisible by patch_size": (lambda t: base(t, "--data.image_size", "30"), ("30 is not divisible", "patch_size 7")),
+    "image_size not divisible by patch_size": (
+        lambda t: base(t, "--data.image_size", "30"),
+        ("30 is not divisible", "patch_size 7"),
+    ),
     "checkpoint that does not fit": (checkpoint_of_another_model, ("resnet.ckpt", "lacks")),
-    "unknown timm name": (lambda t: base(t, "--model.init_args.model_name", "vit_tiny_patch16_2244"), ("not a timm model", "vit_tiny_patch16_224")),
+    "unknown timm name": (
+        lambda t: base(t, "--model.init_args.model_name", "vit_tiny_patch16_2244"),
+        ("not a timm model", "vit_tiny_patch16_224"),
+    ),
     "unknown data module": (lambda t: base(t, "--data", "CIFAR11"), ("CIFAR11", "CIFAR10")),
     "bad channel count": (grey_images_for_rgb_model, ("channels must be 1 or 3", "2")),
     "output folder not writable": (runs_dir_is_a_file, ("not-a-folder", "writable")),

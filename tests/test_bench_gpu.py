@@ -53,14 +53,36 @@ def _run(args: list[str], cwd: Path, block: tuple[str, ...] = ()) -> subprocess.
 
 def test_tiny_cpu_run_without_the_gpu_machines_missing_packages_writes_every_field(tmp_path):
     cifar = cifar_batches(tmp_path / "data", per_batch=20)
-    proc = _run(["--device", "cpu", "--tiny", "--data_dir", f"igpt_s={cifar}", "--workers", "0",
-                 "--out", "r.json", "--out", "r.md"], tmp_path, block=MISSING_THERE)
+    proc = _run(
+        [
+            "--device",
+            "cpu",
+            "--tiny",
+            "--data_dir",
+            f"igpt_s={cifar}",
+            "--workers",
+            "0",
+            "--out",
+            "r.json",
+            "--out",
+            "r.md",
+        ],
+        tmp_path,
+        block=MISSING_THERE,
+    )
     report = json.loads((tmp_path / "r.json").read_text())
     env = report["environment"]
-    assert env["device"] == "cpu" and env["tiny"] and env["precision"] == "32-true" and env["command"].startswith("python ")
+    assert (
+        env["device"] == "cpu"
+        and env["tiny"]
+        and env["precision"] == "32-true"
+        and env["command"].startswith("python ")
+    )
     assert report["ceilings"]["matmul_tflops"] > 0 and report["ceilings"]["datasheet_tflops"] is None
     rows = {(r["config"], r["mode"], r["data"]): r for r in report["rows"]}
-    expected = {(name, mode, "synthetic") for name in ("vit_b16", "igpt_s", "resnet50") for mode in ("eager", "compile")}
+    expected = {
+        (name, mode, "synthetic") for name in ("vit_b16", "igpt_s", "resnet50") for mode in ("eager", "compile")
+    }
     assert set(rows) == expected | {("igpt_s", "eager", "real")}
     for name in ("vit_b16", "igpt_s", "resnet50"):
         row = rows[name, "eager", "synthetic"]
@@ -69,7 +91,9 @@ def test_tiny_cpu_run_without_the_gpu_machines_missing_packages_writes_every_fie
         assert row["tflops"] > 0 and row["mfu_matmul"] > 0 and row["mfu_datasheet"] is None
         assert row["syncs_per_step"] == sum(row["syncs_by_caller"].values()) / 2  # 2 counted steps
         assert rows[name, "compile", "synthetic"]["status"] == "skipped"
-    assert rows["igpt_s", "eager", "synthetic"]["tokens_per_s"] == pytest.approx(rows["igpt_s", "eager", "synthetic"]["rate"] * 64)
+    assert rows["igpt_s", "eager", "synthetic"]["tokens_per_s"] == pytest.approx(
+        rows["igpt_s", "eager", "synthetic"]["rate"] * 64
+    )
     real = rows["igpt_s", "eager", "real"]
     assert real["status"] == "ok", real
     assert real["loader_rate"] > 0 and real["rate"] > 0
@@ -108,8 +132,16 @@ def test_data_dir_for_all_configs_and_for_one():
 
 @pytest.mark.parametrize(
     "name, tflops",
-    [("NVIDIA H200", 989), ("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756), ("NVIDIA A100-SXM4-80GB", 312),
-     ("NVIDIA L4", 121), ("NVIDIA A10G", None), ("NVIDIA GeForce RTX 3090", None), (None, None)],
+    [
+        ("NVIDIA H200", 989),
+        ("NVIDIA H100 80GB HBM3", 989),
+        ("NVIDIA H100 PCIe", 756),
+        ("NVIDIA A100-SXM4-80GB", 312),
+        ("NVIDIA L4", 121),
+        ("NVIDIA A10G", None),
+        ("NVIDIA GeForce RTX 3090", None),
+        (None, None),
+    ],
 )
 def test_datasheet_peaks_match_the_device_name(name, tflops):
     _bench()  # puts bench/ on the path
@@ -121,15 +153,55 @@ def test_datasheet_peaks_match_the_device_name(name, tflops):
 
 def _report(device: str, vit_mfu: float, ratio: float) -> dict:
     base = {"mode": "compile", "batch": 256, "precision": "bf16-mixed", "note": ""}
-    rows = [{**base, "config": "vit_b16", "title": "ViT-B/16 224px", "data": "synthetic", "status": "ok", "rate": 1000.0,
-             "mfu_matmul": vit_mfu, "mfu_datasheet": vit_mfu * 0.8, "syncs_by_caller": {"item at reliability.py:10": 3}},
-            {**base, "config": "igpt_s", "title": "iGPT-S", "data": "synthetic", "status": "failed",
-             "note": "OutOfMemoryError: CUDA out of memory"},
-            {**base, "config": "vit_b16", "title": "ViT-B/16 224px", "data": "real", "status": "ok", "rate": 900.0, "real_ratio": ratio}]
-    env = {"date": "today", "gpu": "NVIDIA H200" if device == "cuda" else None, "cpus": 16, "python": "3.12", "torch": "2.11",
-           "cuda": "13.0", "timm": "1", "lightning": "2", "vitlight_commit": "abc", "command": "python bench/gpu.py",
-           "device": device, "tiny": False}
-    return {"environment": env, "ceilings": {"matmul_size": 8192, "matmul_tflops": 790.0, "datasheet_tflops": 989.0}, "rows": rows}
+    rows = [
+        {
+            **base,
+            "config": "vit_b16",
+            "title": "ViT-B/16 224px",
+            "data": "synthetic",
+            "status": "ok",
+            "rate": 1000.0,
+            "mfu_matmul": vit_mfu,
+            "mfu_datasheet": vit_mfu * 0.8,
+            "syncs_by_caller": {"item at reliability.py:10": 3},
+        },
+        {
+            **base,
+            "config": "igpt_s",
+            "title": "iGPT-S",
+            "data": "synthetic",
+            "status": "failed",
+            "note": "OutOfMemoryError: CUDA out of memory",
+        },
+        {
+            **base,
+            "config": "vit_b16",
+            "title": "ViT-B/16 224px",
+            "data": "real",
+            "status": "ok",
+            "rate": 900.0,
+            "real_ratio": ratio,
+        },
+    ]
+    env = {
+        "date": "today",
+        "gpu": "NVIDIA H200" if device == "cuda" else None,
+        "cpus": 16,
+        "python": "3.12",
+        "torch": "2.11",
+        "cuda": "13.0",
+        "timm": "1",
+        "lightning": "2",
+        "vitlight_commit": "abc",
+        "command": "python bench/gpu.py",
+        "device": device,
+        "tiny": False,
+    }
+    return {
+        "environment": env,
+        "ceilings": {"matmul_size": 8192, "matmul_tflops": 790.0, "datasheet_tflops": 989.0},
+        "rows": rows,
+    }
 
 
 def test_goals_are_met_missed_or_not_measured_and_failures_show_in_the_table():
@@ -139,10 +211,16 @@ def test_goals_are_met_missed_or_not_measured_and_failures_show_in_the_table():
     report = _report("cuda", vit_mfu=0.42, ratio=0.95)
     goals = gpu_report.goals(report)
     assert [(g["status"], g["value"]) for g in goals] == [
-        ("missed", 0.42), ("not measured: failed OutOfMemoryError: CUDA out of memory", None), ("met", 0.95)]
+        ("missed", 0.42),
+        ("not measured: failed OutOfMemoryError: CUDA out of memory", None),
+        ("met", 0.95),
+    ]
     report["goals"] = goals
     markdown = gpu_report.markdown(report)
-    assert "| iGPT-S | compile | synthetic | 256 | bf16-mixed | - | - | - | - | - | - | - | - | - | failed: OutOfMemoryError: CUDA out of memory |" in markdown
+    assert (
+        "| iGPT-S | compile | synthetic | 256 | bf16-mixed | - | - | - | - | - | - | - | - | - | failed: OutOfMemoryError: CUDA out of memory |"
+        in markdown
+    )
     assert "| vit_b16 MFU (measured matmul ceiling), torch.compile | 0.5 | 0.420 | missed |" in markdown
     assert "| ViT-B/16 224px | compile | item at reliability.py:10 | 3 |" in markdown
     assert "datasheet dense bf16 989 TFLOP/s" in markdown
@@ -153,7 +231,9 @@ def test_goals_are_met_missed_or_not_measured_and_failures_show_in_the_table():
 def test_gpu_run_measures_memory_mfu_and_syncs(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    _run(["--only", "vit_b16", "--modes", "eager", "--steps", "3", "--matmul_size", "4096", "--out", "r.json"], tmp_path)
+    _run(
+        ["--only", "vit_b16", "--modes", "eager", "--steps", "3", "--matmul_size", "4096", "--out", "r.json"], tmp_path
+    )
     row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
     assert row["status"] == "ok", row
     assert row["precision"] == "bf16-mixed" and row["peak_gib"] > 0 and 0 < row["mfu_matmul"] < 1
@@ -163,15 +243,20 @@ def test_gpu_run_measures_memory_mfu_and_syncs(tmp_path):
 def _tiny_classifier():
     from vitlight.tasks import ImageClassifier
 
-    return ImageClassifier(model_name="vit_tiny_patch16_224", model_kwargs={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
-                           num_classes=4, image_size=16, lr_scheduler=None)
+    return ImageClassifier(
+        model_name="vit_tiny_patch16_224",
+        model_kwargs={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+        num_classes=4,
+        image_size=16,
+        lr_scheduler=None,
+    )
 
 
 def test_host_syncs_are_counted_per_step_in_vitlights_code_only(tmp_path):
     _bench()
     import gpu_measure
-    import vitlight
 
+    import vitlight
     from vitlight.data.device import DeviceFinish
     from vitlight.data.transforms import TransformSettings
 

@@ -59,12 +59,17 @@ def test_includes_resolve_relative_to_the_file_from_any_working_directory(tmp_pa
     config = gpu_build.read_config([EXPERIMENTS / "vit_b16_imagenet.yaml"])
     assert config["trainer"]["precision"] == "bf16-mixed"  # the file's own trainer section
     assert config["trainer"]["logger"]["class_path"].endswith("WandbLogger")  # _trainer.yaml's own include
-    assert [c["class_path"].rsplit(".", 1)[-1] for c in config["trainer"]["callbacks"]] == ["ModelCheckpoint", "LearningRateMonitor"]
+    assert [c["class_path"].rsplit(".", 1)[-1] for c in config["trainer"]["callbacks"]] == [
+        "ModelCheckpoint",
+        "LearningRateMonitor",
+    ]
 
 
 def test_later_files_and_overrides_win_and_a_new_class_path_drops_old_init_args(tmp_path):
     first = tmp_path / "a.yaml"
-    first.write_text("model:\n  class_path: x.A\n  init_args: {depth: 2, width: 8}\ndata:\n  class_path: x.D\n  init_args: {batch_size: 4}\n")
+    first.write_text(
+        "model:\n  class_path: x.A\n  init_args: {depth: 2, width: 8}\ndata:\n  class_path: x.D\n  init_args: {batch_size: 4}\n"
+    )
     second = tmp_path / "b.yaml"
     second.write_text("model:\n  init_args: {depth: 3}\ndata:\n  class_path: x.E\n")
     config = gpu_build.read_config([first, second], {"data.batch_size": 7, "model.init_args.width": 16})
@@ -73,9 +78,16 @@ def test_later_files_and_overrides_win_and_a_new_class_path_drops_old_init_args(
 
 
 def test_callable_arguments_become_factories_and_objects_are_built():
-    node = {"class_path": "vitlight.tasks.ImageClassifier",
-            "init_args": {"model_name": "resnet18", "num_classes": 3, "image_size": 16,
-                          "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.5}}, "lr_scheduler": None}}
+    node = {
+        "class_path": "vitlight.tasks.ImageClassifier",
+        "init_args": {
+            "model_name": "resnet18",
+            "num_classes": 3,
+            "image_size": 16,
+            "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.5}},
+            "lr_scheduler": None,
+        },
+    }
     module = gpu_build.instantiate(node)
     optimizer = module.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.5
@@ -84,5 +96,7 @@ def test_callable_arguments_become_factories_and_objects_are_built():
 def test_errors_name_the_file_or_the_class(tmp_path):
     with pytest.raises(gpu_build.BuildError, match="config file .*missing.yaml' does not exist"):
         gpu_build.read_config([tmp_path / "missing.yaml"])
-    with pytest.raises(gpu_build.BuildError, match="class 'nowhere.Thing' cannot be imported: no module named 'nowhere'"):
+    with pytest.raises(
+        gpu_build.BuildError, match="class 'nowhere.Thing' cannot be imported: no module named 'nowhere'"
+    ):
         gpu_build.instantiate({"class_path": "nowhere.Thing"})

@@ -13,9 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_sampling_bench_runs_and_prints_ratio_last():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, str(ROOT / "bench" / "sampling.py"),
-        "--device", "cpu", "--batch", "2", "--prefix", "8", "--new_tokens", "8",
-        "--vocab_size", "16",
+        sys.executable,
+        str(ROOT / "bench" / "sampling.py"),
+        "--device",
+        "cpu",
+        "--batch",
+        "2",
+        "--prefix",
+        "8",
+        "--new_tokens",
+        "8",
+        "--vocab_size",
+        "16",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -32,7 +41,10 @@ def test_sampling_bench_runs_and_prints_ratio_last():
 def test_sampling_bench_rejects_cuda_without_a_gpu():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "sampling.py"), "--device", "cuda"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 2 and "CUDA is not available" in proc.stderr

@@ -27,8 +27,24 @@ def _load():
 def test_step_overhead_bench_prints_both_sides_and_ratio_last(tmp_path):
     # one model keeps the default run short (each side of a model is a whole `vitlight fit`)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(BENCH), "--models", "vit_ti4", "--batch", "2", "--steps", "1",
-           "--warmup", "0", "--rounds", "1", "--threads", "1", "--clock", "cpu"]
+    cmd = [
+        sys.executable,
+        str(BENCH),
+        "--models",
+        "vit_ti4",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--rounds",
+        "1",
+        "--threads",
+        "1",
+        "--clock",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -52,7 +68,9 @@ def test_the_timed_config_includes_the_shipped_trainer_section(tmp_path):
     args = bench._parse(["--models", "vit_ti4", "--batch", "4", "--steps", "2", "--warmup", "1"])
     config = yaml.safe_load(bench.write_config("vit_ti4", args, tmp_path).read_text())
     assert config["trainer"] == str(ROOT / "experiments" / "_trainer.yaml")
-    assert config["data"]["init_args"]["train_images"] == 4 * 4  # warmup + steps + the batch whose start ends the last step
+    assert (
+        config["data"]["init_args"]["train_images"] == 4 * 4
+    )  # warmup + steps + the batch whose start ends the last step
 
 
 def test_plain_side_finishes_uint8_batches_as_the_module_does():

@@ -16,7 +16,7 @@ import pytest
 from vitlight.cluster import Launch, check_devices, fill_num_nodes
 from vitlight.errors import ConfigError
 
-PROCESS = '''
+PROCESS = """
 import json, sys
 import torch
 import torch.distributed as dist
@@ -39,7 +39,7 @@ value = torch.tensor([launch.rank + 1])
 dist.all_reduce(value)
 dist.destroy_process_group()
 print(json.dumps({"rank": launch.rank, "nodes": launch.num_nodes, "launcher": launch.launcher, "sum": int(value), **answer}))
-'''
+"""
 
 
 def free_port() -> int:
@@ -52,13 +52,34 @@ def run_slurm_job(mode: str, tmp_path: Path) -> list[subprocess.CompletedProcess
     port = free_port()
     processes = []
     for rank in range(2):
-        env = {**os.environ, "SLURM_NTASKS": "2", "SLURM_PROCID": str(rank), "SLURM_LOCALID": "0", "SLURM_NODEID": str(rank),
-               "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "vit",
-               "SLURM_NODELIST": "127.0.0.1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "SLURM_NTASKS": "2",
+            "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": "0",
+            "SLURM_NODEID": str(rank),
+            "SLURM_NNODES": "2",
+            "SLURM_NTASKS_PER_NODE": "1",
+            "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NAME": "vit",
+            "SLURM_NODELIST": "127.0.0.1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
         for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "GROUP_RANK"):
             env.pop(name, None)
-        processes.append(subprocess.Popen([sys.executable, "-c", PROCESS, mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True, env=env, cwd=tmp_path, start_new_session=True))
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", PROCESS, mode],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+                start_new_session=True,
+            )
+        )
     results = []
     try:
         for process in processes:
@@ -77,7 +98,9 @@ def test_srun_processes_agree_on_one_run_and_then_form_the_process_group(tmp_pat
     assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
     answers = [json.loads(r.stdout.strip().splitlines()[-1]) for r in results]
     assert [a["rank"] for a in answers] == [0, 1]
-    assert {(a["run_id"], a["wandb_id"], a["launcher"], a["nodes"]) for a in answers} == {("20260101-000000-abcdef", "1234abcd", "SLURM", 2)}
+    assert {(a["run_id"], a["wandb_id"], a["launcher"], a["nodes"]) for a in answers} == {
+        ("20260101-000000-abcdef", "1234abcd", "SLURM", 2)
+    }
     assert [a["sum"] for a in answers] == [3, 3]  # the process group works on the port rank 0's store holds
 
 
@@ -103,5 +126,8 @@ def test_num_nodes_comes_from_the_launcher_and_a_mismatch_is_one_line():
     assert trainer.num_nodes == 2
     check_devices(8, 2, launch)
     check_devices("auto", 2, launch)  # Lightning resolves "auto" itself
-    with pytest.raises(ConfigError, match=r"torchrun started 16 processes, but --trainer.devices 4 x --trainer.num_nodes 2 = 8; set devices to the processes per node \(8 for 2 nodes\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"torchrun started 16 processes, but --trainer.devices 4 x --trainer.num_nodes 2 = 8; set devices to the processes per node \(8 for 2 nodes\)",
+    ):
         check_devices(4, 2, launch)

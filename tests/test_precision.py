@@ -47,9 +47,25 @@ def test_an_explicit_precision_wins(fake_cuda):
 def test_summary_records_precision_and_matmul_setting(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     images = write_image_folder(tmp_path / "images", per_class=12, size=16)
-    args = ["fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE), "--data", "ImageFolder",
-            "--data.data_dir", str(images), "--data.num_workers", "0", "--data.batch_size", "8", "--data.image_size", "14",
-            "--runs_dir", str(tmp_path / "runs")]
+    args = [
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--config",
+        str(SMOKE),
+        "--data",
+        "ImageFolder",
+        "--data.data_dir",
+        str(images),
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+        "--data.image_size",
+        "14",
+        "--runs_dir",
+        str(tmp_path / "runs"),
+    ]
     assert main(args) == 0
     assert main([*args, "--trainer.precision", "bf16-mixed", "--experiment", "explicit"]) == 0
     default = json.loads(next((tmp_path / "runs" / "quickstart").glob("*/summary.json")).read_text())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,26 @@ def images(tmp_path: Path) -> Path:
 
 
 def fit_args(images: Path, runs: Path, *extra: str) -> list[str]:
-    return ["fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-            "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "14",
-            "--data.num_workers", "0", "--trainer.enable_progress_bar", "false", "--runs_dir", str(runs), *extra]
+    return [
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--config",
+        str(SMOKE),
+        "--data",
+        "ImageFolder",
+        "--data.data_dir",
+        str(images),
+        "--data.image_size",
+        "14",
+        "--data.num_workers",
+        "0",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--runs_dir",
+        str(runs),
+        *extra,
+    ]
 
 
 def test_atomic_save_replaces_the_file_whole(tmp_path: Path):
@@ -81,8 +97,18 @@ def test_full_disk_during_a_run_ends_in_one_line_and_exit_2(images: Path, tmp_pa
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(images: Path, tmp_path: Path, capsys):
-    code = main(fit_args(images, tmp_path / "runs", "--checkpoint_every_n_steps", "1", "--trainer.max_epochs", "2",
-                         "--trainer.callbacks+=tests.helpers.callbacks.PoisonLossAtStep", "--trainer.callbacks.step=2"))
+    code = main(
+        fit_args(
+            images,
+            tmp_path / "runs",
+            "--checkpoint_every_n_steps",
+            "1",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.callbacks+=tests.helpers.callbacks.PoisonLossAtStep",
+            "--trainer.callbacks.step=2",
+        )
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "non-finite train/loss (nan) at step 3" in err
@@ -97,17 +123,29 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
 
 def test_sigterm_saves_a_checkpoint_then_resumes(images: Path, tmp_path: Path):
-    killed = run_vitlight(*fit_args(images, tmp_path / "runs", "--checkpoint_every_n_steps", "0",
-                                    "--trainer.limit_train_batches", "4",
-                                    "--trainer.callbacks+=tests.helpers.callbacks.KillAtStep",
-                                    "--trainer.callbacks.step=2", "--trainer.callbacks.signal_name=SIGTERM"),
-                          cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    killed = run_vitlight(
+        *fit_args(
+            images,
+            tmp_path / "runs",
+            "--checkpoint_every_n_steps",
+            "0",
+            "--trainer.limit_train_batches",
+            "4",
+            "--trainer.callbacks+=tests.helpers.callbacks.KillAtStep",
+            "--trainer.callbacks.step=2",
+            "--trainer.callbacks.signal_name=SIGTERM",
+        ),
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+    )
     assert killed.returncode == 143, killed.stderr[-2000:]
     assert "stopped by SIGTERM" in killed.stderr
     (run,) = (tmp_path / "runs" / "quickstart").iterdir()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
-    resumed = run_vitlight(*fit_args(images, tmp_path / "runs", "--trainer.limit_train_batches", "4", "--ckpt_path", "last"), cwd=tmp_path)
+    resumed = run_vitlight(
+        *fit_args(images, tmp_path / "runs", "--trainer.limit_train_batches", "4", "--ckpt_path", "last"), cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4

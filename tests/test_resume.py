@@ -23,13 +23,42 @@ TOLERANCE = 1e-6
 
 def fit_args(images: Path, runs: Path, *extra: str) -> list[str]:
     return [
-        "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-        "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "14",
-        "--data.num_workers", "0", "--data.batch_size", "8", "--data.train_size", "48",
-        "--data.random_crop_padding", "2", "--data.horizontal_flip", "true",
-        "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "2",
-        "--trainer.deterministic", "true", "--trainer.enable_progress_bar", "false",
-        "--checkpoint_every_n_steps", "1", "--runs_dir", str(runs), *extra,
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--config",
+        str(SMOKE),
+        "--data",
+        "ImageFolder",
+        "--data.data_dir",
+        str(images),
+        "--data.image_size",
+        "14",
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+        "--data.train_size",
+        "48",
+        "--data.random_crop_padding",
+        "2",
+        "--data.horizontal_flip",
+        "true",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "6",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.deterministic",
+        "true",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--checkpoint_every_n_steps",
+        "1",
+        "--runs_dir",
+        str(runs),
+        *extra,
     ]
 
 
@@ -44,11 +73,18 @@ def images(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "images", per_class=20, size=16)
 
 
-def start_and_sigkill_at_step(args: list[str], run_root: Path, marker: Path, timeout_s: float = 600) -> tuple[int, dict]:
+def start_and_sigkill_at_step(
+    args: list[str], run_root: Path, marker: Path, timeout_s: float = 600
+) -> tuple[int, dict]:
     """Starts `vitlight fit` as a child process, SIGKILLs it from here once it waits after the given step;
     returns its exit code and the summary.json it had written by then."""
-    process = subprocess.Popen([sys.executable, "-m", "vitlight", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vitlight", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        text=True,
+    )
     deadline = time.time() + timeout_s
     while not marker.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -67,9 +103,16 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(images: Path
 
     marker = tmp_path / "at-step-4"
     code, record = start_and_sigkill_at_step(
-        fit_args(images, tmp_path / "resumed", "--trainer.callbacks+=tests.helpers.callbacks.PauseAtStep",
-                 "--trainer.callbacks.step=4", f"--trainer.callbacks.marker={marker}"),
-        tmp_path / "resumed" / "quickstart", marker)
+        fit_args(
+            images,
+            tmp_path / "resumed",
+            "--trainer.callbacks+=tests.helpers.callbacks.PauseAtStep",
+            "--trainer.callbacks.step=4",
+            f"--trainer.callbacks.marker={marker}",
+        ),
+        tmp_path / "resumed" / "quickstart",
+        marker,
+    )
     assert code == -signal.SIGKILL
     (run,) = (tmp_path / "resumed" / "quickstart").iterdir()
     # the run's identity was on disk while it ran
@@ -105,6 +148,7 @@ def test_resume_reuses_the_wandb_id_and_asks_wandb_to_resume(tmp_path: Path, ima
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"not read before fit")
     (run / "summary.json").write_text(json.dumps({"status": "running", "run_id": run.name, "wandb_run_id": "k1lled01"}))
+
     class BuildOnly(VitlightCLI):
         def _run_subcommand(self, subcommand: str) -> None:  # everything is built; nothing runs
             pass

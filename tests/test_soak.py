@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXPERIMENTS, SMOKE, write_image_folder
+from tests.conftest import EXPERIMENTS, SMOKE
 from tests.data.conftest import cifar_batches
 from vitlight.cli import main
 
@@ -46,8 +46,10 @@ def resident_mib() -> float:
 @pytest.mark.slow
 def test_soak_many_short_trainings(tmp_path: Path, capsys):
     runs = int(os.environ.get("SOAK_RUNS", "200"))
-    data = {"cifar10": cifar_batches(tmp_path / "c10", "cifar10", per_batch=20),
-            "cifar100": cifar_batches(tmp_path / "c100", "cifar100", per_batch=200, num_classes=100)}
+    data = {
+        "cifar10": cifar_batches(tmp_path / "c10", "cifar10", per_batch=20),
+        "cifar100": cifar_batches(tmp_path / "c100", "cifar100", per_batch=200, num_classes=100),
+    }
     rng = random.Random(0)
     samples: list[tuple[int, int, float]] = []
     for index in range(runs):
@@ -57,18 +59,38 @@ def test_soak_many_short_trainings(tmp_path: Path, capsys):
             extra = ["--data.data_dir", str(data["cifar100"])]
         elif "cifar10" in config:
             extra = ["--data.data_dir", str(data["cifar10"])]
-        extra += ["--data.batch_size", str(rng.choice([4, 8, 16])), "--seed_everything", str(rng.randrange(1000)),
-                  "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-        code = main(["fit", "--config", str(EXPERIMENTS / config), "--config", str(SMOKE),
-                     "--runs_dir", str(tmp_path / "runs"), *extra])
+        extra += [
+            "--data.batch_size",
+            str(rng.choice([4, 8, 16])),
+            "--seed_everything",
+            str(rng.randrange(1000)),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+        ]
+        code = main(
+            [
+                "fit",
+                "--config",
+                str(EXPERIMENTS / config),
+                "--config",
+                str(SMOKE),
+                "--runs_dir",
+                str(tmp_path / "runs"),
+                *extra,
+            ]
+        )
         assert code == 0, f"run {index} ({config}) failed"
         samples.append((open_files(), child_processes(), resident_mib()))
     warm = samples[min(10, len(samples) - 1)]
     last = samples[-1]
     with capsys.disabled():
-        print(f"\nsoak: {runs} runs; open files {warm[0]} after 10 -> {last[0]} at the end; "
-              f"child processes {last[1]}; RSS {warm[2]:.0f} MiB after 10 -> {last[2]:.0f} MiB at the end "
-              f"(max {max(s[2] for s in samples):.0f})")
+        print(
+            f"\nsoak: {runs} runs; open files {warm[0]} after 10 -> {last[0]} at the end; "
+            f"child processes {last[1]}; RSS {warm[2]:.0f} MiB after 10 -> {last[2]:.0f} MiB at the end "
+            f"(max {max(s[2] for s in samples):.0f})"
+        )
     assert last[0] <= warm[0] + 5, "file handles leak"
     assert last[1] <= 1, "child processes left running"
     assert last[2] <= warm[2] * 1.25 + 100, "memory grows"

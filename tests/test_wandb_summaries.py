@@ -45,24 +45,63 @@ def train_step_flops_per_image() -> float:
     from vitlight.analysis.flops import count_training_flops
     from vitlight.tasks.backbones import create_backbone
 
-    kwargs = {"patch_size": 7, "embed_dim": 128, "depth": 6, "num_heads": 4}  # quickstart.yaml's ViT, 3 classes at 14 px
-    return count_training_flops(lambda: create_backbone("vit_tiny_patch16_224", 3, 14, 3, kwargs), (2, 3, 14, 14)).train_step / 2
+    kwargs = {
+        "patch_size": 7,
+        "embed_dim": 128,
+        "depth": 6,
+        "num_heads": 4,
+    }  # quickstart.yaml's ViT, 3 classes at 14 px
+    return (
+        count_training_flops(
+            lambda: create_backbone("vit_tiny_patch16_224", 3, 14, 3, kwargs), (2, 3, 14, 14)
+        ).train_step
+        / 2
+    )
 
 
 @pytest.fixture(scope="module")
 def fitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("summaries")
     images = write_image_folder(tmp / "images", per_class=12, size=16)
-    assert main(["fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE), "--data", "ImageFolder",
-                 "--data.data_dir", str(images), "--data.num_workers", "0", "--data.batch_size", "8", "--data.image_size", "14",
-                 "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1", "--runs_dir", str(tmp / "runs")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--config",
+                str(EXPERIMENTS / "quickstart.yaml"),
+                "--config",
+                str(SMOKE),
+                "--data",
+                "ImageFolder",
+                "--data.data_dir",
+                str(images),
+                "--data.num_workers",
+                "0",
+                "--data.batch_size",
+                "8",
+                "--data.image_size",
+                "14",
+                "--trainer.max_epochs",
+                "2",
+                "--trainer.check_val_every_n_epoch",
+                "1",
+                "--runs_dir",
+                str(tmp / "runs"),
+            ]
+        )
+        == 0
+    )
     (run,) = list((tmp / "runs" / "quickstart").iterdir())
     return run
 
 
 def test_validation_summaries_are_the_best_and_test_metrics_are_the_tested_checkpoints(fitted_run: Path):
     defined, summary, history = records_of(fitted_run)
-    assert {key: defined.get(key) for key in BEST_SUMMARIES} == BEST_SUMMARIES == {"val/acc": "max", "val/acc_top5": "max", "val/loss": "min"}
+    assert (
+        {key: defined.get(key) for key in BEST_SUMMARIES}
+        == BEST_SUMMARIES
+        == {"val/acc": "max", "val/acc_top5": "max", "val/loss": "min"}
+    )
     assert {"val/acc", "val/loss"} <= history  # the history W&B's sweep controller and hyperband read stays numeric
     record = json.loads((fitted_run / "summary.json").read_text())
     tested = record["test"]
@@ -93,7 +132,9 @@ def test_dashboard_axes_and_grouping_keys_exist_in_a_logged_run(path: Path, fitt
     for key in view["runset"]["groupby"]:  # W&B shows nested config keys dotted
         node = config
         for part in key.split("."):
-            assert isinstance(node, dict) and part in node, f"{path.name}: grouping key {key} is not in a run's W&B config"
+            assert isinstance(node, dict) and part in node, (
+                f"{path.name}: grouping key {key} is not in a run's W&B config"
+            )
             node = node[part]
     for panel in view["sections"][0]["panels"][:2]:
         assert panel["x"]["summary"] in summary

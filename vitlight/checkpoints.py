@@ -44,7 +44,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         first = (str(error).splitlines() or [""])[0][:200]
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({type(error).__name__}: {first}); is it a vitlight .ckpt?") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r} ({type(error).__name__}: {first}); is it a vitlight .ckpt?"
+        ) from None
 
 
 def checkpoint_config(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
@@ -81,7 +83,9 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> t
 
     missing, unexpected = module.load_state_dict(without_compile_wrapper(checkpoint["state_dict"]), strict=False)
     if unexpected or missing:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit {module_class.__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit {module_class.__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     return module.to(map_location).eval(), config
 
 

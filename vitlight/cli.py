@@ -7,33 +7,46 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import vitlight.data  # noqa: F401  (registers the data modules as --data choices)
 import vitlight.tasks  # noqa: F401  (registers the tasks as --model choices)
-from vitlight.data.base import ImageDataModule
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-from vitlight.checkpoints import ConfigInCheckpoint
-from vitlight.console import quiet_console, quiet_trainer
 from vitlight import cli_errors
+from vitlight.checkpoints import ConfigInCheckpoint
 from vitlight.cli_errors import format_parse_error
 from vitlight.cluster import Launch, agree, check_devices, external_launch, fill_num_nodes
+from vitlight.console import quiet_console, quiet_trainer
+from vitlight.data.base import ImageDataModule
 from vitlight.errors import ConfigError, VitlightError
 from vitlight.logging_wandb import apply_wandb_mode, redact_secrets, update_unlocked
 from vitlight.precision import apply_matmul_precision, resolve_precision, will_use_cuda
-from vitlight.reliability import AtomicCheckpointIO, NonFiniteLossGuard, PreemptionCheckpoint, RandomStates, StepCheckpoint
-from vitlight.wandb_summaries import BestSummaries
+from vitlight.reliability import (
+    AtomicCheckpointIO,
+    NonFiniteLossGuard,
+    PreemptionCheckpoint,
+    RandomStates,
+    StepCheckpoint,
+)
 from vitlight.runs import (
-    SUMMARY_FILE, BestValidationMetrics, RunFolder, latest_run, new_run_id, new_wandb_id, wandb_id_of, write_json_atomic,
+    SUMMARY_FILE,
+    BestValidationMetrics,
+    RunFolder,
+    latest_run,
+    new_run_id,
+    new_wandb_id,
+    wandb_id_of,
+    write_json_atomic,
     write_start_record,
 )
+from vitlight.wandb_summaries import BestSummaries
 
 log = logging.getLogger("vitlight")
 
@@ -148,11 +161,21 @@ class VitlightCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--experiment", type=str | None, default=None,
-                            help="Experiment name (default: the first non-shared config file's name).")
-        parser.add_argument("--runs_dir", type=str, default="runs", help="Folder that holds runs/<experiment>/<run id>/.")
-        parser.add_argument("--checkpoint_every_n_steps", type=int, default=200,
-                            help="Also write last.ckpt every N optimizer steps, mid-epoch (0: only per epoch).")
+        parser.add_argument(
+            "--experiment",
+            type=str | None,
+            default=None,
+            help="Experiment name (default: the first non-shared config file's name).",
+        )
+        parser.add_argument(
+            "--runs_dir", type=str, default="runs", help="Folder that holds runs/<experiment>/<run id>/."
+        )
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int,
+            default=200,
+            help="Also write last.ckpt every N optimizer steps, mid-epoch (0: only per epoch).",
+        )
         for attribute in ("num_classes", "image_size", "channels"):
             parser.link_arguments(f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate")
 
@@ -172,7 +195,10 @@ class VitlightCLI(LightningCLI):
         if identity["ckpt_path"] is not None:
             config.ckpt_path = identity["ckpt_path"]
             if self.launch is None or self.launch.rank == 0:
-                print(f"vitlight: resuming run {experiment}/{run_id} (W&B run {wandb_id}) from {config.ckpt_path}", file=sys.stderr)
+                print(
+                    f"vitlight: resuming run {experiment}/{run_id} (W&B run {wandb_id}) from {config.ckpt_path}",
+                    file=sys.stderr,
+                )
         if self.launch is None and os.environ.get("LOCAL_RANK") and os.environ.get(RUN_ID_ENV):
             # a DDP worker that Lightning re-launched: join rank 0's run folder and W&B run
             run_id, wandb_id = os.environ[RUN_ID_ENV], os.environ[WANDB_ID_ENV]
@@ -190,7 +216,10 @@ class VitlightCLI(LightningCLI):
         if self._uses_wandb(config.trainer) and (self.launch is None or self.launch.rank == 0):  # said once per job
             where = self.run_folder.path / "wandb"
             if mode == "offline":
-                print(f"W&B: offline ({reason}); run files in {where}; upload later with `wandb sync {where}/offline-run-*`", file=sys.stderr)
+                print(
+                    f"W&B: offline ({reason}); run files in {where}; upload later with `wandb sync {where}/offline-run-*`",
+                    file=sys.stderr,
+                )
             else:
                 print(f"W&B: {mode} ({reason}); run files in {where}", file=sys.stderr)
 
@@ -207,7 +236,9 @@ class VitlightCLI(LightningCLI):
         checkpoint = previous / "checkpoints" / "last.ckpt" if previous else None
         if checkpoint is None or not checkpoint.is_file():
             where = previous or runs_dir / experiment
-            raise ConfigError(f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no checkpoints/last.ckpt under {where})")
+            raise ConfigError(
+                f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no checkpoints/last.ckpt under {where})"
+            )
         return previous.name, wandb_id_of(previous) or new_wandb_id(), str(checkpoint)
 
     def _uses_wandb(self, trainer_config: Any) -> bool:
@@ -263,13 +294,20 @@ class VitlightCLI(LightningCLI):
         checkpoints = str(self.run_folder.checkpoints)
         every = int(self.config[self.subcommand].get("checkpoint_every_n_steps") or 0)
         # the loss guard runs before the step checkpoint, so damaged weights are never saved
-        return [NonFiniteLossGuard(checkpoints), RandomStates(), PreemptionCheckpoint(checkpoints), StepCheckpoint(checkpoints, every)]
+        return [
+            NonFiniteLossGuard(checkpoints),
+            RandomStates(),
+            PreemptionCheckpoint(checkpoints),
+            StepCheckpoint(checkpoints, every),
+        ]
 
     def _run_subcommand(self, subcommand: str) -> None:
         if self.launch is None or self.launch.rank == 0:  # rank-0-only writes: the other nodes may not share the disk
             self.run_folder.create()
         if self.trainer.is_global_zero:  # the run's identity is on disk before any work, whatever ends it
-            self.start_record = write_start_record(self.run_folder, subcommand, self.config[subcommand].get("seed_everything"))
+            self.start_record = write_start_record(
+                self.run_folder, subcommand, self.config[subcommand].get("seed_everything")
+            )
         extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config()), BestSummaries()]
         if subcommand == "fit":
             extra += self._reliability_callbacks()
@@ -410,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         check_config_files(argv)
         VitlightCLI(args=argv if explicit else None)
     except SIGTERMException:
-        sys.stderr.write("vitlight: stopped by SIGTERM; last.ckpt saved in the run folder; resume with --ckpt_path last\n")
+        sys.stderr.write(
+            "vitlight: stopped by SIGTERM; last.ckpt saved in the run folder; resume with --ckpt_path last\n"
+        )
         return 143
     except Exception as error:
         user_error = _user_error_in_chain(error)

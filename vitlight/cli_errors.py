@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 MAX_LENGTH = 600
 # The arguments of the current `vitlight` call (main() may be given them instead of sys.argv).
@@ -14,8 +14,15 @@ user_argv: list[str] | None = None
 
 # jsonargparse's type names -> what a user writes
 _TYPE_WORDS = {
-    "float": "a float", "int": "an int", "bool": "true or false", "str": "a string", "NoneType": "null",
-    "tuple": "a list such as [x, y]", "list": "a list", "dict": "a mapping", "Path": "a path",
+    "float": "a float",
+    "int": "an int",
+    "bool": "true or false",
+    "str": "a string",
+    "NoneType": "null",
+    "tuple": "a list such as [x, y]",
+    "list": "a list",
+    "dict": "a mapping",
+    "Path": "a path",
 }
 # types a key also accepts that a user never means (a tensor learning rate, a class given by path)
 _UNHELPFUL = ("torch.Tensor", "Tensor")
@@ -106,7 +113,7 @@ def _wrong_type(message: str, argv: list[str]) -> str | None:
     if not keys:
         return None
     outer, leaf = keys[0], keys[-1]
-    inner = message[message.rfind(f'Parser key "{leaf}"'):]
+    inner = message[message.rfind(f'Parser key "{leaf}"') :]
     if "is not accepted" in inner or "is not expected" in inner:
         return None
     subtypes = re.search(r"Subtypes: \[(.*)\]", inner)
@@ -143,13 +150,15 @@ def _subclass_names(key: str) -> list[str]:
         from vitlight.data.base import ImageDataModule as base
     elif key == "model":
         import lightning as L
+
         import vitlight.tasks as package
 
         base = L.LightningModule
     else:
         return []
     return sorted(
-        name for name, value in vars(package).items()
+        name
+        for name, value in vars(package).items()
         if isinstance(value, type) and issubclass(value, base) and value is not base
     )
 
@@ -177,7 +186,9 @@ def format_parse_error(message: str, option_strings: Iterable[str] = (), argv: l
         outer = key or name
         flags = [arg.split("=")[0] for arg in argv if arg.startswith("--") and arg.split("=")[0].endswith("." + name)]
         where = flags[-1].lstrip("-") if flags else name if outer == name else f"{outer}.{name}"
-        return f"unknown key {where!r}; `vitlight fit --help` lists the valid keys (and --model.help CLASS a model's own)"
+        return (
+            f"unknown key {where!r}; `vitlight fit --help` lists the valid keys (and --model.help CLASS a model's own)"
+        )
     unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
     if unrecognized:
         bad = unrecognized.group(1).split("=")[0]

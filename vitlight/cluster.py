@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from vitlight.errors import ConfigError, VitlightError
 
@@ -56,8 +57,15 @@ def external_launch() -> Launch | None:
     if environment.world_size() <= 1:
         return None
     # main_address / main_port also export MASTER_ADDR / MASTER_PORT, as Lightning would
-    return Launch(launcher, environment.global_rank(), environment.world_size(), nodes,
-                  environment.main_address, int(environment.main_port), attempt)
+    return Launch(
+        launcher,
+        environment.global_rank(),
+        environment.world_size(),
+        nodes,
+        environment.main_address,
+        int(environment.main_port),
+        attempt,
+    )
 
 
 def fill_num_nodes(trainer_config: Any, launch: Launch) -> None:
@@ -88,8 +96,15 @@ def _store(launch: Launch) -> Any:
         and os.environ.get("MASTER_PORT") == str(launch.port)
     )
     serve = launch.rank == 0 and not agent_serves
-    store = TCPStore(launch.address, launch.port, world_size=launch.world_size if serve else None, is_master=serve,
-                     timeout=timedelta(seconds=AGREE_TIMEOUT_S), wait_for_workers=False, multi_tenant=True)
+    store = TCPStore(
+        launch.address,
+        launch.port,
+        world_size=launch.world_size if serve else None,
+        is_master=serve,
+        timeout=timedelta(seconds=AGREE_TIMEOUT_S),
+        wait_for_workers=False,
+        multi_tenant=True,
+    )
     _open_stores.append(store)
     return store
 
@@ -110,8 +125,10 @@ def agree(launch: Launch, decide: Callable[[], dict[str, Any]]) -> dict[str, Any
     try:
         answer = json.loads(store.get(key))
     except RuntimeError as error:  # rank 0 never answered (it failed before, or is unreachable)
-        raise ConfigError(f"rank {launch.rank} of {launch.world_size} ({launch.launcher}): no run identity from rank 0 "
-                          f"at {launch.address}:{launch.port} within {AGREE_TIMEOUT_S:.0f} s ({str(error).splitlines()[0]})") from None
+        raise ConfigError(
+            f"rank {launch.rank} of {launch.world_size} ({launch.launcher}): no run identity from rank 0 "
+            f"at {launch.address}:{launch.port} within {AGREE_TIMEOUT_S:.0f} s ({str(error).splitlines()[0]})"
+        ) from None
     if "error" in answer:
         raise ConfigError(answer["error"])
     return answer

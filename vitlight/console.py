@@ -18,13 +18,23 @@ from lightning.pytorch.loggers import WandbLogger
 
 # Lightning's info lines (by their start) that describe only what it does by itself
 LIGHTNING_CHATTER = (
-    "GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "Seed set to", "`Trainer.fit` stopped:",
-    "Restoring states from the checkpoint path", "Loaded model weights from the checkpoint",
-    "Restored all states from the checkpoint", "`weights_only` was not set", "LOCAL_RANK:",
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "💡 Tip:",
+    "Seed set to",
+    "`Trainer.fit` stopped:",
+    "Restoring states from the checkpoint path",
+    "Loaded model weights from the checkpoint",
+    "Restored all states from the checkpoint",
+    "`weights_only` was not set",
+    "LOCAL_RANK:",
 )
 CHATTER_CONTAINS = ("was configured so",)  # `Trainer(limit_val_batches=1)` was configured so 1 batch will be used.
 CHATTY_LOGGERS = (
-    "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.fabric.utilities.seed",
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
     "lightning.pytorch.trainer.connectors.checkpoint_connector",
 )
 
@@ -47,7 +57,9 @@ def quiet_console() -> None:
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
     warnings.filterwarnings("ignore", message=".*set_vital.*")  # torchdata's own deprecation
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)  # Lightning on torch's pytree
+    warnings.filterwarnings(
+        "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
+    )  # Lightning on torch's pytree
     # vitlight's tasks finish batches in on_after_batch_transfer on purpose (the data module's batch stage)
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule`.*")
 
@@ -57,11 +69,21 @@ class ParameterSummary(RichModelSummary):
     model carries an example input (vitlight counts a training step's FLOPs itself: vitlight.analysis.flops)."""
 
     @staticmethod
-    def summarize(summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
-                  model_size: float, total_training_modes: dict[str, int], total_flops: int, **kwargs: Any) -> None:
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **kwargs: Any,
+    ) -> None:
+        from lightning.pytorch.utilities.model_summary.model_summary import (
+            get_formatted_model_size,
+            get_human_readable_count,
+        )
         from rich import get_console
         from rich.table import Table
-        from lightning.pytorch.utilities.model_summary.model_summary import get_formatted_model_size, get_human_readable_count
 
         columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
         table = Table(header_style="bold magenta")
@@ -72,9 +94,11 @@ class ParameterSummary(RichModelSummary):
             table.add_row(*row)
         console = get_console()
         console.print(table)
-        console.print(f"Parameters: {get_human_readable_count(int(total_parameters))} "
-                      f"({get_human_readable_count(int(trainable_parameters))} trainable), "
-                      f"{get_formatted_model_size(model_size)} MB")
+        console.print(
+            f"Parameters: {get_human_readable_count(int(total_parameters))} "
+            f"({get_human_readable_count(int(trainable_parameters))} trainable), "
+            f"{get_formatted_model_size(model_size)} MB"
+        )
 
 
 def quiet_trainer(trainer: L.Trainer) -> None:

@@ -20,8 +20,10 @@ def import_block(path: str) -> type:
     try:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError):
-        raise ConfigError(f"FSDP block class {path!r} cannot be imported; name a module class such as "
-                          "timm.models.vision_transformer.Block or vitlight.models.igpt_model.Block") from None
+        raise ConfigError(
+            f"FSDP block class {path!r} cannot be imported; name a module class such as "
+            "timm.models.vision_transformer.Block or vitlight.models.igpt_model.Block"
+        ) from None
 
 
 class BlockFSDP(FSDPStrategy):

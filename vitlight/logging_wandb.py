@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import netrc
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlparse
 
 import torch

@@ -103,9 +103,15 @@ class RandomStates(Callback):
         if len(ranks) == trainer.world_size:
             _restore_generators(ranks[trainer.global_rank])
             return
-        log.warning("the checkpoint holds random states of %d process(es) but this run has %d: each rank is "
-                    "seeded afresh (training goes on, without bit-exact random draws)", len(ranks), trainer.world_size)
-        _seed_generators(int(os.environ.get("PL_GLOBAL_SEED", "0")) + 1_000_003 * (trainer.global_rank + 1) + trainer.global_step)
+        log.warning(
+            "the checkpoint holds random states of %d process(es) but this run has %d: each rank is "
+            "seeded afresh (training goes on, without bit-exact random draws)",
+            len(ranks),
+            trainer.world_size,
+        )
+        _seed_generators(
+            int(os.environ.get("PL_GLOBAL_SEED", "0")) + 1_000_003 * (trainer.global_rank + 1) + trainer.global_step
+        )
 
 
 def _seed_generators(seed: int) -> None:
@@ -134,10 +140,15 @@ def _generator_states() -> dict[str, Any]:
 
 def _restore_generators(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state((
-        "MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_position"],
-        state["numpy_has_gauss"], state["numpy_gauss"],
-    ))
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            state["numpy_position"],
+            state["numpy_has_gauss"],
+            state["numpy_gauss"],
+        )
+    )
     random.setstate((state["python_version"], tuple(int(v) for v in state["python_state"]), state["python_gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -154,7 +165,9 @@ class StepCheckpoint(Callback):
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = every_n_train_steps
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_index: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_index: int
+    ) -> None:
         step = trainer.global_step
         if self.every_n_train_steps > 0 and step > 0 and step % self.every_n_train_steps == 0:
             trainer.save_checkpoint(self.dirpath / LAST_CHECKPOINT)
@@ -174,7 +187,9 @@ class PreemptionCheckpoint(Callback):
         if isinstance(exception, SIGTERMException):
             self.saved_path = self.dirpath / LAST_CHECKPOINT
             trainer.save_checkpoint(self.saved_path)
-            log.warning("SIGTERM: saved %s at step %d; resume with --ckpt_path last", self.saved_path, trainer.global_step)
+            log.warning(
+                "SIGTERM: saved %s at step %d; resume with --ckpt_path last", self.saved_path, trainer.global_step
+            )
 
 
 class NonFiniteLossGuard(Callback):
@@ -192,7 +207,9 @@ class NonFiniteLossGuard(Callback):
         self._first_bad_step: torch.Tensor | None = None  # () int64 on the device, -1 while all losses are finite
         self._first_bad_loss: torch.Tensor | None = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_index: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_index: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return

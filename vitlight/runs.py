@@ -21,7 +21,17 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from vitlight.errors import ConfigError
 
 SUMMARY_FILE = "summary.json"
-TRACKED_PACKAGES = ("vitlight", "torch", "torchvision", "lightning", "torchmetrics", "timm", "datasets", "wandb", "numpy")
+TRACKED_PACKAGES = (
+    "vitlight",
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "timm",
+    "datasets",
+    "wandb",
+    "numpy",
+)
 
 
 def new_run_id() -> str:
@@ -55,13 +65,17 @@ class RunFolder:
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"cannot write the run folder {str(self.path)!r} ({str(existing)!r} is not a writable folder); set --runs_dir to a writable folder")
+            raise ConfigError(
+                f"cannot write the run folder {str(self.path)!r} ({str(existing)!r} is not a writable folder); set --runs_dir to a writable folder"
+            )
 
     def create(self) -> None:
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ConfigError(f"cannot create the run folder {str(self.path)!r} ({error.strerror}); set --runs_dir to a writable folder") from None
+            raise ConfigError(
+                f"cannot create the run folder {str(self.path)!r} ({error.strerror}); set --runs_dir to a writable folder"
+            ) from None
         if not os.access(self.path, os.W_OK):
             raise ConfigError(f"the run folder {str(self.path)!r} is not writable; set --runs_dir to a writable folder")
 
@@ -143,7 +157,10 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 def git_commit() -> str | None:
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -202,10 +219,7 @@ class BestValidationMetrics(Callback):
             return
         monitor, mode = self._monitor(trainer)
         score = current.get(monitor) if monitor else None
-        better = (
-            self._best is None or score is None
-            or (score > self._best if mode == "max" else score < self._best)
-        )
+        better = self._best is None or score is None or (score > self._best if mode == "max" else score < self._best)
         if better:
             self._best = score
             self.metrics = current

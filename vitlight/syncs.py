@@ -107,7 +107,11 @@ class HostSyncCounter(TorchFunctionMode):
             if func is torch.Tensor.copy_:
                 other = args[1] if len(args) > 1 else None
                 moves = isinstance(other, torch.Tensor) and other.device != source.device
-                return "copy between devices" if moves or (other is not None and other.device.type == "cpu" and source.device.type != "cpu") else None
+                return (
+                    "copy between devices"
+                    if moves or (other is not None and other.device.type == "cpu" and source.device.type != "cpu")
+                    else None
+                )
             if func is torch.Tensor.cuda or (source.device.type == "cpu" and _device_argument(args[1:], kwargs)):
                 return "host tensor to device"
             return None

@@ -45,7 +45,9 @@ def run_facts(trainer: Any, pl_module: Any) -> dict[str, float]:
         from vitlight.analysis.flops import count_training_flops
 
         size, channels = int(hparams["image_size"]), int(hparams["channels"])
-        per_image = count_training_flops(backbone, (2, channels, size, size)).train_step / 2  # 2: batch norm on 1x1 maps
+        per_image = (
+            count_training_flops(backbone, (2, channels, size, size)).train_step / 2
+        )  # 2: batch norm on 1x1 maps
         images = trainer.global_step * batch * trainer.accumulate_grad_batches * trainer.world_size
         facts["compute/train_flops"] = float(per_image * images)
     return facts

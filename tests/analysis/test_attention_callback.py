@@ -44,10 +44,17 @@ class Task(nn.Module):
 def fake_trainer(loggers: list, images: int = 5, epoch: int = 0, sanity: bool = False) -> SimpleNamespace:
     generator = torch.Generator().manual_seed(0)
     dataset = TensorDataset(torch.randn(images, 3, 16, 16, generator=generator), torch.arange(images) % 3)
-    datamodule = SimpleNamespace(classes=["cat", "dog", "frog"], transform_settings=SimpleNamespace(mean=(0.5,) * 3, std=(0.5,) * 3))
+    datamodule = SimpleNamespace(
+        classes=["cat", "dog", "frog"], transform_settings=SimpleNamespace(mean=(0.5,) * 3, std=(0.5,) * 3)
+    )
     return SimpleNamespace(
-        sanity_checking=sanity, is_global_zero=True, current_epoch=epoch, global_step=10 * (epoch + 1),
-        loggers=loggers, val_dataloaders=DataLoader(dataset, batch_size=2), datamodule=datamodule,
+        sanity_checking=sanity,
+        is_global_zero=True,
+        current_epoch=epoch,
+        global_step=10 * (epoch + 1),
+        loggers=loggers,
+        val_dataloaders=DataLoader(dataset, batch_size=2),
+        datamodule=datamodule,
     )
 
 
@@ -112,14 +119,36 @@ def test_display_helpers():
 
 def test_listed_in_the_trainer_callbacks_it_logs_overlays_to_the_offline_run(tmp_path: Path):
     data = write_image_folder(tmp_path / "images", per_class=16, size=16)
-    code = main([
-        "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-        "--data", "ImageFolder", "--data.data_dir", str(data), "--data.num_workers", "0", "--data.image_size", "16",
-        "--data.val_fraction", "0.1", "--model.model_kwargs", json.dumps({"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}),
-        "--runs_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "2",
-        "--trainer.callbacks+=vitlight.analysis.attention_callback.AttentionRolloutLogger",
-        "--trainer.callbacks.every_n_epochs", "2", "--trainer.callbacks.num_images", "3",
-    ])
+    code = main(
+        [
+            "fit",
+            "--config",
+            str(EXPERIMENTS / "quickstart.yaml"),
+            "--config",
+            str(SMOKE),
+            "--data",
+            "ImageFolder",
+            "--data.data_dir",
+            str(data),
+            "--data.num_workers",
+            "0",
+            "--data.image_size",
+            "16",
+            "--data.val_fraction",
+            "0.1",
+            "--model.model_kwargs",
+            json.dumps({"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}),
+            "--runs_dir",
+            str(tmp_path / "runs"),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.callbacks+=vitlight.analysis.attention_callback.AttentionRolloutLogger",
+            "--trainer.callbacks.every_n_epochs",
+            "2",
+            "--trainer.callbacks.num_images",
+            "3",
+        ]
+    )
     assert code == 0
     (run,) = (tmp_path / "runs").glob("quickstart/*/wandb/offline-run-*")
     media = sorted((run / "files" / "media" / "images").rglob("*.png"))
@@ -127,8 +156,11 @@ def test_listed_in_the_trainer_callbacks_it_logs_overlays_to_the_offline_run(tmp
     logged = []  # one {field: value} per history row that has the overlays (W&B flattens them to nested keys)
     for record in read_records(next(run.glob("run-*.wandb"))):
         if record.WhichOneof("record_type") == "history":
-            fields = {item.nested_key[1]: json.loads(item.value_json) for item in record.history.item
-                      if len(item.nested_key) == 2 and item.nested_key[0] == LOG_KEY}
+            fields = {
+                item.nested_key[1]: json.loads(item.value_json)
+                for item in record.history.item
+                if len(item.nested_key) == 2 and item.nested_key[0] == LOG_KEY
+            }
             logged += [fields] if fields else []
     assert len(logged) == 1 and logged[0]["count"] == 3
     assert all(caption.split()[2] in ("cat", "dog", "frog") for caption in logged[0]["captions"])

@@ -28,16 +28,24 @@ class Task(nn.Module):
 
 
 def test_the_functions_are_importable_from_the_package():
-    for name in ("patch_embedding_components", "position_embedding_similarity", "mean_attention_distance", "attention_rollout"):
+    for name in (
+        "patch_embedding_components",
+        "position_embedding_similarity",
+        "mean_attention_distance",
+        "attention_rollout",
+    ):
         assert callable(getattr(analysis, name))
 
 
 # ----- position-embedding similarity ----------------------------------------------------
-@pytest.mark.parametrize("kwargs, patches", [
-    ({}, 16),                                                   # class token, 4x4 grid
-    ({"reg_tokens": 2, "no_embed_class": True}, 16),            # prefix tokens without positions
-    ({"img_size": 24, "patch_size": 8, "class_token": False, "global_pool": "avg"}, 9),
-])
+@pytest.mark.parametrize(
+    "kwargs, patches",
+    [
+        ({}, 16),  # class token, 4x4 grid
+        ({"reg_tokens": 2, "no_embed_class": True}, 16),  # prefix tokens without positions
+        ({"img_size": 24, "patch_size": 8, "class_token": False, "global_pool": "avg"}, 9),
+    ],
+)
 def test_similarity_has_a_unit_diagonal_is_symmetric_and_leaves_prefix_tokens_out(kwargs, patches):
     model = tiny_vit(**kwargs)
     similarity = analysis.position_embedding_similarity(Task(model))
@@ -51,10 +59,10 @@ def test_similarity_by_hand():
     model = tiny_vit(img_size=8, patch_size=4)  # 2x2 grid + class token: pos_embed (1, 5, 32)
     pos = torch.zeros(1, 5, 32)
     pos[0, 0, 5] = 7.0  # the class token's position: must be left out
-    pos[0, 1, 0] = 1.0                       # patch (0, 0): e0
-    pos[0, 2, 0], pos[0, 2, 1] = 1.0, 1.0    # patch (0, 1): e0 + e1, 45 degrees from e0
-    pos[0, 3, 1] = 3.0                       # patch (1, 0): e1 (length does not matter)
-    pos[0, 4, 0] = -2.0                      # patch (1, 1): -e0
+    pos[0, 1, 0] = 1.0  # patch (0, 0): e0
+    pos[0, 2, 0], pos[0, 2, 1] = 1.0, 1.0  # patch (0, 1): e0 + e1, 45 degrees from e0
+    pos[0, 3, 1] = 3.0  # patch (1, 0): e1 (length does not matter)
+    pos[0, 4, 0] = -2.0  # patch (1, 1): -e0
     with torch.no_grad():
         model.pos_embed.copy_(pos)
     r = 1 / math.sqrt(2)
@@ -119,11 +127,17 @@ def test_uniform_attention_on_a_2x2_grid_gives_the_analytic_mean():
 
 def test_two_patches_by_hand_with_the_prefix_weight_renormalised_away():
     # a 1x2 grid of 4-pixel patches: centres 4 pixels apart; token 0 is the class token
-    attention = torch.tensor([[[
-        [1.0, 0.0, 0.0],
-        [0.2, 0.2, 0.6],   # patch 0: 0.25 on itself, 0.75 on patch 1 after renormalising -> 3 px
-        [0.5, 0.5, 0.0],   # patch 1: all on patch 0 -> 4 px
-    ]]])
+    attention = torch.tensor(
+        [
+            [
+                [
+                    [1.0, 0.0, 0.0],
+                    [0.2, 0.2, 0.6],  # patch 0: 0.25 on itself, 0.75 on patch 1 after renormalising -> 3 px
+                    [0.5, 0.5, 0.0],  # patch 1: all on patch 0 -> 4 px
+                ]
+            ]
+        ]
+    )
     distance = mean_distance_from_attentions([attention], (1, 2), (4, 4), num_prefix_tokens=1)
     assert distance.item() == pytest.approx((3 + 4) / 2)
 

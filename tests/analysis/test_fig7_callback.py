@@ -75,8 +75,24 @@ def test_no_wandb_logger_is_a_no_op_and_bad_arguments_are_one_line():
 def test_the_demonstrating_experiment_logs_fig7_to_its_offline_run(tmp_path: Path):
     data = cifar_batches(tmp_path / "data", "cifar10", per_batch=20)
     runs = tmp_path / "runs"
-    assert main(["fit", "--config", str(FIG7_YAML), "--config", str(SMOKE), "--runs_dir", str(runs),
-                 "--trainer.enable_progress_bar", "false", "--data.data_dir", str(data)]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--config",
+                str(FIG7_YAML),
+                "--config",
+                str(SMOKE),
+                "--runs_dir",
+                str(runs),
+                "--trainer.enable_progress_bar",
+                "false",
+                "--data.data_dir",
+                str(data),
+            ]
+        )
+        == 0
+    )
     (run,) = runs.glob(f"{FIG7_YAML.stem}/*/wandb/offline-run-*")
     assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 3
     logged = set()

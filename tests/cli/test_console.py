@@ -17,11 +17,22 @@ ALLOWED_STDERR = (
 
 
 def test_smoke_quickstart_prints_only_lines_a_user_can_act_on(tmp_path: Path):
-    result = run_vitlight("fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-                          "--runs_dir", str(tmp_path / "runs"), cwd=tmp_path)
+    result = run_vitlight(
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--config",
+        str(SMOKE),
+        "--runs_dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    unexpected = [line for line in result.stderr.splitlines()
-                  if line.strip() and not any(pattern.search(line) for pattern in ALLOWED_STDERR)]
+    unexpected = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not any(pattern.search(line) for pattern in ALLOWED_STDERR)
+    ]
     assert unexpected == [], "\n".join(unexpected)
     assert sum(line.startswith("W&B: ") for line in result.stderr.splitlines()) == 1
     # the model summary has no FLOPs column of zeros; the test results table is there

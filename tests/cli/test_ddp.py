@@ -17,17 +17,42 @@ import torch
 from tests.conftest import EXPERIMENTS, ROOT, SMOKE, run_vitlight, write_image_folder
 from tests.helpers.wandb_records import run_ids
 
-TWO_PROCESSES = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-                 "--trainer.enable_progress_bar", "false"]
+TWO_PROCESSES = [
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "2",
+    "--trainer.strategy",
+    "ddp",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def ddp_args(images: Path, runs: Path, *extra: str) -> list[str]:
     return [
-        "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-        "--data", "ImageFolder", "--data.data_dir", str(images), "--data.image_size", "14", "--data.num_workers", "0",
-        "--data.horizontal_flip", "true", "--data.random_crop_padding", "2", *TWO_PROCESSES,
-        "--runs_dir", str(runs), *extra,
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--config",
+        str(SMOKE),
+        "--data",
+        "ImageFolder",
+        "--data.data_dir",
+        str(images),
+        "--data.image_size",
+        "14",
+        "--data.num_workers",
+        "0",
+        "--data.horizontal_flip",
+        "true",
+        "--data.random_crop_padding",
+        "2",
+        *TWO_PROCESSES,
+        "--runs_dir",
+        str(runs),
+        *extra,
     ]
 
 
@@ -38,17 +63,31 @@ def images(tmp_path: Path) -> Path:
 
 def test_two_process_ddp_with_ema_and_mixup(images: Path, tmp_path: Path):
     draws = tmp_path / "draws"
-    result = run_vitlight(*ddp_args(images, tmp_path / "runs", "--model.init_args.ema_decay", "0.9",
-                                    "--model.init_args.mixup_alpha", "0.8", "--model.init_args.cutmix_alpha", "1.0",
-                                    "--trainer.callbacks+=tests.helpers.callbacks.RecordRandomDraws",
-                                    f"--trainer.callbacks.folder={draws}"), env=ENV, cwd=tmp_path)
+    result = run_vitlight(
+        *ddp_args(
+            images,
+            tmp_path / "runs",
+            "--model.init_args.ema_decay",
+            "0.9",
+            "--model.init_args.mixup_alpha",
+            "0.8",
+            "--model.init_args.cutmix_alpha",
+            "1.0",
+            "--trainer.callbacks+=tests.helpers.callbacks.RecordRandomDraws",
+            f"--trainer.callbacks.folder={draws}",
+        ),
+        env=ENV,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "runs" / "quickstart").iterdir())
     assert len(runs) == 1, runs  # both ranks wrote into one run folder
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["world_size"] == 2
     assert "val/acc_ema" in summary["best_validation"]  # the EMA copy validated alongside
-    assert "ema.module.head.weight" in torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert (
+        "ema.module.head.weight" in torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    )
     wandb_files = list(runs[0].glob("wandb/offline-run-*/run-*.wandb"))
     assert len(wandb_files) == 1  # W&B logged once, from rank 0
     assert run_ids(wandb_files[0]) == {summary["wandb_run_id"]}
@@ -59,8 +98,15 @@ def test_two_process_ddp_with_ema_and_mixup(images: Path, tmp_path: Path):
 
 def _in_own_session(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """The command with its DDP ranks in a process group of their own, so a test can kill them all."""
-    process = subprocess.Popen([sys.executable, "-m", "vitlight", *args], cwd=cwd, env={**os.environ, **ENV},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vitlight", *args],
+        cwd=cwd,
+        env={**os.environ, **ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = process.communicate(timeout=600)
     finally:
@@ -72,22 +118,46 @@ def _in_own_session(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_two_process_run_killed_and_resumed_equals_the_uninterrupted_one(images: Path, tmp_path: Path):
-    steps = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--data.train_size", "24",
-             "--data.batch_size", "4", "--checkpoint_every_n_steps", "1", "--trainer.deterministic", "true",
-             "--model.init_args.mixup_alpha", "0.8"]
+    steps = [
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "3",
+        "--data.train_size",
+        "24",
+        "--data.batch_size",
+        "4",
+        "--checkpoint_every_n_steps",
+        "1",
+        "--trainer.deterministic",
+        "true",
+        "--model.init_args.mixup_alpha",
+        "0.8",
+    ]
     straight = run_vitlight(*ddp_args(images, tmp_path / "straight", *steps), env=ENV, cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr[-3000:]
-    killed = _in_own_session(ddp_args(images, tmp_path / "resumed", *steps,
-                                      "--trainer.callbacks+=tests.helpers.callbacks.KillProcessGroupAtStep",
-                                      "--trainer.callbacks.step=2"), tmp_path)
+    killed = _in_own_session(
+        ddp_args(
+            images,
+            tmp_path / "resumed",
+            *steps,
+            "--trainer.callbacks+=tests.helpers.callbacks.KillProcessGroupAtStep",
+            "--trainer.callbacks.step=2",
+        ),
+        tmp_path,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (run,) = (tmp_path / "resumed" / "quickstart").iterdir()
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 2  # mid-epoch 0
     assert len(saved["callbacks"]["RandomStates"]["ranks"]) == 2  # each rank's generators
-    resumed = run_vitlight(*ddp_args(images, tmp_path / "resumed", *steps, "--ckpt_path", "last"), env=ENV, cwd=tmp_path)
+    resumed = run_vitlight(
+        *ddp_args(images, tmp_path / "resumed", *steps, "--ckpt_path", "last"), env=ENV, cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected = torch.load(next((tmp_path / "straight" / "quickstart").iterdir()) / "checkpoints" / "last.ckpt", weights_only=True)
+    expected = torch.load(
+        next((tmp_path / "straight" / "quickstart").iterdir()) / "checkpoints" / "last.ckpt", weights_only=True
+    )
     actual = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert actual["global_step"] == expected["global_step"] == 6
     for name, value in expected["state_dict"].items():
@@ -97,7 +167,7 @@ def test_two_process_run_killed_and_resumed_equals_the_uninterrupted_one(images:
 # Validation on two ranks: the model predicts the class written in each image's first pixel, and the
 # 8 validation images are ordered so that rank 0 (even positions) gets all 4 right and rank 1 (odd
 # positions) 1 of 4: 5 of 8 over the whole split, which only a metric synced across ranks reports.
-SYNCED_METRIC_SCRIPT = textwrap.dedent('''
+SYNCED_METRIC_SCRIPT = textwrap.dedent("""
     import json, sys
     import lightning as L
     import torch
@@ -122,15 +192,21 @@ SYNCED_METRIC_SCRIPT = textwrap.dedent('''
         trainer.validate(model, datamodule=Data())
         if trainer.is_global_zero:
             json.dump({k: float(v) for k, v in trainer.callback_metrics.items()}, open(sys.argv[1], "w"))
-''')
+""")
 
 
 def test_validation_accuracy_is_over_the_whole_split_not_one_rank(tmp_path: Path):
     script = tmp_path / "validate_two_ranks.py"
     script.write_text(SYNCED_METRIC_SCRIPT)
     out = tmp_path / "metrics.json"
-    result = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, cwd=tmp_path,
-                            env={**os.environ, **ENV}, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(script), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, **ENV},
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(out.read_text())
     assert metrics["val/acc"] == pytest.approx(5 / 8)  # rank 0 alone: 1.0; rank 1 alone: 0.25

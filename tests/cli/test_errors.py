@@ -64,7 +64,15 @@ def test_malformed_yaml(tmp_path: Path, capsys):
 
 def test_unknown_model_name_fails_when_the_model_is_built(capsys, tmp_path: Path):
     code, err = call_main(
-        ["fit", "--config", QUICKSTART, "--model.init_args.model_name", "vit_tiny_patch16_2244", "--runs_dir", str(tmp_path / "runs")],
+        [
+            "fit",
+            "--config",
+            QUICKSTART,
+            "--model.init_args.model_name",
+            "vit_tiny_patch16_2244",
+            "--runs_dir",
+            str(tmp_path / "runs"),
+        ],
         capsys,
     )
     assert code == 2

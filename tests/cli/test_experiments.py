@@ -56,8 +56,20 @@ def test_every_experiment_is_covered():
 @pytest.mark.parametrize("path", [p for p in EXPERIMENT_FILES if not is_build_only(p)], ids=lambda p: p.stem)
 def test_experiment_trains_with_the_smoke_config(path: Path, tmp_path: Path):
     runs = tmp_path / "runs"
-    code = main(["fit", "--config", str(path), "--config", str(SMOKE), "--runs_dir", str(runs),
-                 "--trainer.enable_progress_bar", "false", *data_arguments(path, tmp_path / "data")])
+    code = main(
+        [
+            "fit",
+            "--config",
+            str(path),
+            "--config",
+            str(SMOKE),
+            "--runs_dir",
+            str(runs),
+            "--trainer.enable_progress_bar",
+            "false",
+            *data_arguments(path, tmp_path / "data"),
+        ]
+    )
     assert code == 0
     (run,) = (runs / path.stem).iterdir()
     summary = json.loads((run / "summary.json").read_text())
@@ -68,9 +80,16 @@ def test_experiment_trains_with_the_smoke_config(path: Path, tmp_path: Path):
 
 def openai_source(hub_name: str) -> dict:
     """The probed module of an OpenAI ImageGPT probe, as LinearProbe records it: its shape and architecture."""
-    return {"class_path": "vitlight.tasks.pixel_pretrain.PixelPretrainer",
-            "init_args": {"preset": HUB_PRESETS[hub_name], "architecture": "openai", "palette_size": 512,
-                          "n_positions": 1024, "image_size": 32}}
+    return {
+        "class_path": "vitlight.tasks.pixel_pretrain.PixelPretrainer",
+        "init_args": {
+            "preset": HUB_PRESETS[hub_name],
+            "architecture": "openai",
+            "palette_size": 512,
+            "n_positions": 1024,
+            "image_size": 32,
+        },
+    }
 
 
 def build_on_meta(config: dict) -> tuple[torch.nn.Module, object]:
@@ -113,7 +132,9 @@ def test_vit_paper_parameter_counts(file: str, expected_millions: float, capsys)
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_recipes_stack_onto_an_experiment(recipe: Path, capsys):
-    config = resolved_config(["fit", "--config", str(EXPERIMENTS / "vit_ti4_cifar10.yaml"), "--config", str(recipe)], capsys)
+    config = resolved_config(
+        ["fit", "--config", str(EXPERIMENTS / "vit_ti4_cifar10.yaml"), "--config", str(recipe)], capsys
+    )
     optimizer = config["model"]["init_args"]["optimizer"]
     assert config["trainer"]["gradient_clip_val"] == 1.0
     if "finetune" in recipe.name:
@@ -124,8 +145,13 @@ def test_recipes_stack_onto_an_experiment(recipe: Path, capsys):
         assert config["model"]["init_args"]["label_smoothing"] > 0
 
 
-@pytest.mark.parametrize("file, block", [("vit_h14_imagenet.yaml", "timm.models.vision_transformer.Block"),
-                                         ("igpt_xl_cifar10.yaml", "vitlight.models.igpt_model.Block")])
+@pytest.mark.parametrize(
+    "file, block",
+    [
+        ("vit_h14_imagenet.yaml", "timm.models.vision_transformer.Block"),
+        ("igpt_xl_cifar10.yaml", "vitlight.models.igpt_model.Block"),
+    ],
+)
 def test_paper_size_experiments_shard_by_block_with_fsdp(file: str, block: str, capsys):
     """Lightning runs FSDP on GPUs only (tests/gpu trains with it); here the strategy parses and builds."""
     strategy = resolved_config(["fit", "--config", str(EXPERIMENTS / file)], capsys)["trainer"]["strategy"]

@@ -17,11 +17,28 @@ TINY_VIT = EXPERIMENTS / "quickstart.yaml"
 
 
 def fit_on_folder(data_dir: Path, runs_dir: Path, *extra: str) -> int:
-    return main([
-        "fit", "--config", str(TINY_VIT), "--config", str(SMOKE),
-        "--data", "ImageFolder", "--data.data_dir", str(data_dir), "--data.num_workers", "0",
-        "--data.batch_size", "8", "--data.image_size", "14", "--runs_dir", str(runs_dir), *extra,
-    ])
+    return main(
+        [
+            "fit",
+            "--config",
+            str(TINY_VIT),
+            "--config",
+            str(SMOKE),
+            "--data",
+            "ImageFolder",
+            "--data.data_dir",
+            str(data_dir),
+            "--data.num_workers",
+            "0",
+            "--data.batch_size",
+            "8",
+            "--data.image_size",
+            "14",
+            "--runs_dir",
+            str(runs_dir),
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture()

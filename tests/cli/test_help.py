@@ -47,7 +47,8 @@ def test_no_arguments_show_the_help_and_exit_2(capsys):
 def test_a_newly_registered_subcommand_is_listed(tmp_path: Path, monkeypatch, capsys):
     (tmp_path / "vitlight_extra_figures.py").write_text(
         '"""`vitlight figures RUNS`: draw the paper figures from run folders.\n\nMore text.\n"""\n'
-        "def main(argv):\n    return 0\n")
+        "def main(argv):\n    return 0\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     target = "vitlight_extra_figures:main"
     monkeypatch.setitem(commands.COMMAND_TARGETS, "figures", target)

@@ -36,12 +36,34 @@ RESUME_ACC_TOLERANCE, RESUME_LOSS_TOLERANCE = 0.10, 0.05
 
 def fit_args(runs: Path, per_process_batch: int, *extra: str) -> list[str]:
     return [
-        "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-        "--data.train_size", str(GLOBAL_BATCH * STEPS), "--data.batch_size", str(per_process_batch),
-        "--trainer.limit_train_batches", "1.0", "--trainer.limit_val_batches", "1",
-        "--trainer.limit_test_batches", str(64 // GLOBAL_BATCH), "--trainer.num_sanity_val_steps", "0",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
-        "--checkpoint_every_n_steps", "4", "--runs_dir", str(runs), *extra,
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--config",
+        str(SMOKE),
+        "--data.train_size",
+        str(GLOBAL_BATCH * STEPS),
+        "--data.batch_size",
+        str(per_process_batch),
+        "--trainer.limit_train_batches",
+        "1.0",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.limit_test_batches",
+        str(64 // GLOBAL_BATCH),
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--checkpoint_every_n_steps",
+        "4",
+        "--runs_dir",
+        str(runs),
+        *extra,
     ]
 
 
@@ -107,12 +129,36 @@ class TwoNodeJob:
         self.logs = [logs.with_name(f"{logs.name}-node{rank}.log") for rank in range(NODES)]
         self.agents: list[subprocess.Popen] = []
         for rank, log in enumerate(self.logs):
-            command = [TORCHRUN, "--nnodes", str(NODES), "--nproc-per-node", "1", "--node-rank", str(rank),
-                       "--rdzv-backend", "static", "--master-addr", "127.0.0.1", "--master-port", str(port),
-                       "--max-restarts", "0", "-m", "vitlight", *args]
+            command = [
+                TORCHRUN,
+                "--nnodes",
+                str(NODES),
+                "--nproc-per-node",
+                "1",
+                "--node-rank",
+                str(rank),
+                "--rdzv-backend",
+                "static",
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "--max-restarts",
+                "0",
+                "-m",
+                "vitlight",
+                *args,
+            ]
             with open(log, "w") as stream:
-                self.agents.append(subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT,
-                                                    start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+                self.agents.append(
+                    subprocess.Popen(
+                        command,
+                        stdout=stream,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        env={**os.environ, "OMP_NUM_THREADS": "1"},
+                    )
+                )
 
     def wait(self, timeout: float = 400) -> list[int]:
         deadline = time.time() + timeout
@@ -136,8 +182,11 @@ def summary(run: Path) -> dict:
 
 def test_two_nodes_match_one_process_and_resume_after_sigkill(tmp_path: Path):
     started = time.time()
-    single = run_vitlight(*fit_args(tmp_path / "single", GLOBAL_BATCH, "--trainer.strategy", "ddp"), cwd=tmp_path,
-                          env={"OMP_NUM_THREADS": "1"})
+    single = run_vitlight(
+        *fit_args(tmp_path / "single", GLOBAL_BATCH, "--trainer.strategy", "ddp"),
+        cwd=tmp_path,
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     reference = summary(only_run(tmp_path / "single"))
 
@@ -158,7 +207,10 @@ def test_two_nodes_match_one_process_and_resume_after_sigkill(tmp_path: Path):
     assert result["global_step"] == reference["global_step"] == STEPS
     for key in ("test/acc", "test/acc_top5"):
         assert abs(result["test"][key] - reference["test"][key]) <= ACC_TOLERANCE, (result["test"], reference["test"])
-    assert abs(result["test"]["test/loss"] / reference["test"]["test/loss"] - 1) <= LOSS_TOLERANCE, (result["test"], reference["test"])
+    assert abs(result["test"]["test/loss"] / reference["test"]["test/loss"] - 1) <= LOSS_TOLERANCE, (
+        result["test"],
+        reference["test"],
+    )
     assert abs(result["best_validation"]["val/loss"] / reference["best_validation"]["val/loss"] - 1) <= LOSS_TOLERANCE
     print(f"\n1 process then 2 nodes: {two_node_s:.0f} s; test 1 process {reference['test']}; 2 nodes {result['test']}")
 
@@ -177,8 +229,10 @@ def test_two_nodes_match_one_process_and_resume_after_sigkill(tmp_path: Path):
     killed_at = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < killed_at < STEPS
 
-    job = TwoNodeJob(fit_args(resumed_runs, GLOBAL_BATCH // NODES, "--trainer.strategy", "ddp", "--ckpt_path", "last"),
-                     tmp_path / "resume")
+    job = TwoNodeJob(
+        fit_args(resumed_runs, GLOBAL_BATCH // NODES, "--trainer.strategy", "ddp", "--ckpt_path", "last"),
+        tmp_path / "resume",
+    )
     try:
         assert job.wait() == [0, 0], job.output()
     finally:
@@ -187,13 +241,20 @@ def test_two_nodes_match_one_process_and_resume_after_sigkill(tmp_path: Path):
     after = summary(run)
     assert after["status"] == "finished" and after["global_step"] == STEPS
     assert f"Restoring states from the checkpoint path at {run}/checkpoints/last.ckpt" in job.logs[0].read_text()
-    assert abs(after["test"]["test/acc"] - result["test"]["test/acc"]) <= RESUME_ACC_TOLERANCE, (after["test"], result["test"])
-    assert abs(after["test"]["test/loss"] / result["test"]["test/loss"] - 1) <= RESUME_LOSS_TOLERANCE, (after["test"], result["test"])
+    assert abs(after["test"]["test/acc"] - result["test"]["test/acc"]) <= RESUME_ACC_TOLERANCE, (
+        after["test"],
+        result["test"],
+    )
+    assert abs(after["test"]["test/loss"] / result["test"]["test/loss"] - 1) <= RESUME_LOSS_TOLERANCE, (
+        after["test"],
+        result["test"],
+    )
     print(f"killed at step {killed_at}, resumed on 2 nodes: test {after['test']}")
 
     # the 2-node checkpoint, resumed by one process with the same global batch for one more epoch
-    single_resume = run_vitlight(*fit_args(resumed_runs, GLOBAL_BATCH, "--ckpt_path", "last", "--trainer.max_epochs", "2"),
-                                 cwd=tmp_path)
+    single_resume = run_vitlight(
+        *fit_args(resumed_runs, GLOBAL_BATCH, "--ckpt_path", "last", "--trainer.max_epochs", "2"), cwd=tmp_path
+    )
     assert single_resume.returncode == 0, single_resume.stderr[-3000:]
     assert only_run(resumed_runs) == run
     assert summary(run)["global_step"] == 2 * STEPS and summary(run)["status"] == "finished"

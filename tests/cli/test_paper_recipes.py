@@ -20,7 +20,11 @@ IMAGENET_TRAIN = 1_281_167
 VIT_PAPER = {"vit_b16_imagenet.yaml", "vit_b32_imagenet.yaml", "vit_l16_imagenet.yaml", "vit_h14_imagenet.yaml"}
 DEIT_PAPER = {"deit_s16_imagenet.yaml", "deit_b16_imagenet.yaml"}
 TRANSFER = {"vit_b16_finetune_cifar10.yaml", "vit_b16_finetune_cifar100.yaml"}
-IGPT_PROBES = {"igpt_s_linear_probe_cifar10.yaml", "igpt_m_linear_probe_cifar10.yaml", "igpt_l_linear_probe_cifar10.yaml"}
+IGPT_PROBES = {
+    "igpt_s_linear_probe_cifar10.yaml",
+    "igpt_m_linear_probe_cifar10.yaml",
+    "igpt_l_linear_probe_cifar10.yaml",
+}
 PAPER_FILES = sorted(VIT_PAPER | DEIT_PAPER | TRANSFER | IGPT_PROBES)
 
 
@@ -35,7 +39,11 @@ def header(text: str) -> str:
 
 def global_batch(config: dict) -> tuple[int, int, int]:
     trainer = config["trainer"]
-    return int(trainer.get("devices", 1)), int(config["data"]["init_args"]["batch_size"]), int(trainer.get("accumulate_grad_batches", 1))
+    return (
+        int(trainer.get("devices", 1)),
+        int(config["data"]["init_args"]["batch_size"]),
+        int(trainer.get("accumulate_grad_batches", 1)),
+    )
 
 
 @pytest.mark.parametrize("file", PAPER_FILES)
@@ -70,7 +78,11 @@ def test_gpu_hours_follow_from_the_counted_flops(file: str):
     assert per_image == pytest.approx(counted, rel=0.01), f"{file}: header {per_image:.3e}, counted {counted:.3e}"
     trainer = config["trainer"]
     devices, batch, accumulation = global_batch(config)
-    images = IMAGENET_TRAIN * trainer["max_epochs"] if "max_epochs" in trainer else devices * batch * accumulation * trainer["max_steps"]
+    images = (
+        IMAGENET_TRAIN * trainer["max_epochs"]
+        if "max_epochs" in trainer
+        else devices * batch * accumulation * trainer["max_steps"]
+    )
     assert total == pytest.approx(per_image * images, rel=0.01)
     assert hours == pytest.approx(total / (H200_PEAK * ASSUMED_MFU) / 3600, rel=0.06)
 

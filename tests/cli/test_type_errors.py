@@ -23,23 +23,38 @@ PRECISIONS = "64, 32, 16, transformer-engine, transformer-engine-float16, 16-tru
 
 # (arguments after `fit --config quickstart.yaml`, the exact line after "vitlight: error: ")
 MISTAKES: list[tuple[list[str], str]] = [
-    (["--model.init_args.optimizer.init_args.lr", "abc"], "--model.init_args.optimizer.init_args.lr: expected a float, got 'abc'"),
+    (
+        ["--model.init_args.optimizer.init_args.lr", "abc"],
+        "--model.init_args.optimizer.init_args.lr: expected a float, got 'abc'",
+    ),
     (["--model.optimizer.lr=abc"], "--model.optimizer.lr: expected a float, got 'abc'"),
-    (["--model.init_args.optimizer.init_args.weight_decay", "-"], "--model.init_args.optimizer.init_args.weight_decay: expected a float, got '-'"),
-    (["--model.init_args.optimizer.init_args.betas", "abc"], "--model.init_args.optimizer.init_args.betas: expected a list such as [x, y], got 'abc'"),
+    (
+        ["--model.init_args.optimizer.init_args.weight_decay", "-"],
+        "--model.init_args.optimizer.init_args.weight_decay: expected a float, got '-'",
+    ),
+    (
+        ["--model.init_args.optimizer.init_args.betas", "abc"],
+        "--model.init_args.optimizer.init_args.betas: expected a list such as [x, y], got 'abc'",
+    ),
     (["--model.init_args.label_smoothing", "x"], "--model.init_args.label_smoothing: expected a float, got 'x'"),
     (["--trainer.max_epochs", "many"], "--trainer.max_epochs: expected an int or null, got 'many'"),
     (["--trainer.max_epochs=1.5"], "--trainer.max_epochs: expected an int or null, got '1.5'"),
     (["--trainer.gradient_clip_val", "big"], "--trainer.gradient_clip_val: expected a number or null, got 'big'"),
     (["--trainer.deterministic", "maybe"], "--trainer.deterministic: expected true, false, warn or null, got 'maybe'"),
-    (["--trainer.enable_progress_bar", "perhaps"], "--trainer.enable_progress_bar: expected true, false or null, got 'perhaps'"),
+    (
+        ["--trainer.enable_progress_bar", "perhaps"],
+        "--trainer.enable_progress_bar: expected true, false or null, got 'perhaps'",
+    ),
     (["--trainer.precision", "12"], f"--trainer.precision: expected {PRECISIONS} or null, got '12'"),
     (["--data.batch_size", "big"], "--data.batch_size: expected an int, got 'big'"),
     (["--data.init_args.num_workers", "two"], "--data.init_args.num_workers: expected an int or null, got 'two'"),
     (["--data.init_args.train_size", "ten"], "--data.init_args.train_size: expected a float or null, got 'ten'"),
     (["--seed_everything", "abc"], "--seed_everything: expected true, false or an int, got 'abc'"),
     (["--checkpoint_every_n_steps", "x"], "--checkpoint_every_n_steps: expected an int, got 'x'"),
-    (["--model.init_args.lr", "0.1"], "unknown key 'model.init_args.lr'; `vitlight fit --help` lists the valid keys (and --model.help CLASS a model's own)"),
+    (
+        ["--model.init_args.lr", "0.1"],
+        "unknown key 'model.init_args.lr'; `vitlight fit --help` lists the valid keys (and --model.help CLASS a model's own)",
+    ),
 ]
 
 

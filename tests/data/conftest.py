@@ -49,8 +49,14 @@ def save_image(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def image_folder(root: Path, classes=CIFAR10_FIRST, counts: dict[str, int] | None = None, size: int = 8,
-                 suffix: str = ".png", channels: int = 3) -> Path:
+def image_folder(
+    root: Path,
+    classes=CIFAR10_FIRST,
+    counts: dict[str, int] | None = None,
+    size: int = 8,
+    suffix: str = ".png",
+    channels: int = 3,
+) -> Path:
     """`root/<split>/<class>/<nnn><suffix>`, `counts[split]` images per class (default train 6, test 2)."""
     for split, per_class in (counts or {"train": 6, "test": 2}).items():
         for label, name in enumerate(classes):
@@ -71,13 +77,23 @@ def cifar_batches(root: Path, variant: str = "cifar10", per_batch: int = 6, num_
         batch_labels = labels if labels is not None else [(index + i) % num_classes for i in range(per_batch)]
         images = np.stack([pixels_of(label, 32) for label in batch_labels])  # (N, 32, 32, 3)
         data = images.transpose(0, 3, 1, 2).reshape(len(batch_labels), 3072)  # CHW rows, as in the real files
-        batch = {b"batch_label": name.encode(), key: list(batch_labels), b"data": data, b"filenames": [b"x.png"] * len(batch_labels)}
+        batch = {
+            b"batch_label": name.encode(),
+            key: list(batch_labels),
+            b"data": data,
+            b"filenames": [b"x.png"] * len(batch_labels),
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     return folder
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
-    return b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    return (
+        b"\x00\x00\x08"
+        + bytes([array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.astype(np.uint8).tobytes()
+    )
 
 
 def idx_files(folder: Path, train: int = 20, test: int = 10, gz: bool = True) -> Path:
@@ -99,8 +115,14 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def saved_dataset(root: Path, counts: dict[str, int] | None = None, names=CIFAR10_FIRST,
-                  image_column: str = "img", label_column: str = "label", size: int = 8) -> Path:
+def saved_dataset(
+    root: Path,
+    counts: dict[str, int] | None = None,
+    names=CIFAR10_FIRST,
+    image_column: str = "img",
+    label_column: str = "label",
+    size: int = 8,
+) -> Path:
     """A `datasets` DatasetDict written with save_to_disk, with an Image column and a ClassLabel column."""
     from datasets import ClassLabel, Dataset, DatasetDict, Features
     from datasets import Image as ImageFeature

@@ -116,7 +116,9 @@ def test_auto_cache_for_small_uniform_images_only(tmp_path: Path) -> None:
     assert module.splits["train"].paths is not None and module.splits["train"].images is None
 
 
-def test_odd_sized_image_resized_to_the_common_size_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_odd_sized_image_resized_to_the_common_size_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = image_folder(tmp_path / "f", classes=("a", "b"), counts={"train": 10, "test": 1}, size=20)
     save_image(root / "train" / "a" / "odd.png", pixels_of(0, 40))
     monkeypatch.setattr(sources, "common_size", lambda paths: (20, 20))  # the sampled headers missed the odd one

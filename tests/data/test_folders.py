@@ -21,7 +21,9 @@ def _mean_pixel(module, split: str) -> np.ndarray:
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_named_module_reads_image_folder(tmp_path: Path, suffix: str) -> None:
-    root = image_folder(tmp_path / "cifar", classes=("bird", "airplane", "automobile"), counts={"train": 10, "test": 3}, suffix=suffix)
+    root = image_folder(
+        tmp_path / "cifar", classes=("bird", "airplane", "automobile"), counts={"train": 10, "test": 3}, suffix=suffix
+    )
     module = CIFAR10(data_dir=str(root), val_fraction=0.1, num_workers=0)
     module.setup()
     train, val, test = (module.splits[s] for s in ("train", "val", "test"))
@@ -29,7 +31,9 @@ def test_named_module_reads_image_folder(tmp_path: Path, suffix: str) -> None:
     # folders are labelled by CIFAR-10's canonical order, not alphabetically: bird is 2
     assert set(np.unique(train.labels)) == {0, 1, 2}
     images, labels = next(iter(module.train_dataloader()))
-    assert images.shape == (len(labels), 3, 32, 32) and images.dtype == torch.uint8 and labels.dtype == torch.int64  # uint8: normalized on the device
+    assert (
+        images.shape == (len(labels), 3, 32, 32) and images.dtype == torch.uint8 and labels.dtype == torch.int64
+    )  # uint8: normalized on the device
     # pixels stayed with their labels (folder "airplane" holds value 20*1+10, since image_folder wrote it as label 1)
     written = {"bird": 0, "airplane": 1, "automobile": 2}
     expected = {CIFAR10_FIRST.index(name): label_value(value) for name, value in written.items()}
@@ -39,7 +43,9 @@ def test_named_module_reads_image_folder(tmp_path: Path, suffix: str) -> None:
 
 
 def test_image_folder_classes_read_at_construction(tmp_path: Path) -> None:
-    root = image_folder(tmp_path / "f", classes=("zebra", "ant", "moth"), counts={"train": 4, "test": 2, "val": 2}, size=12)
+    root = image_folder(
+        tmp_path / "f", classes=("zebra", "ant", "moth"), counts={"train": 4, "test": 2, "val": 2}, size=12
+    )
     module = ImageFolder(data_dir=str(root), image_size=16, num_workers=0)
     assert module.classes == ["ant", "moth", "zebra"] and module.num_classes == 3  # before setup
     module.setup()
@@ -48,11 +54,16 @@ def test_image_folder_classes_read_at_construction(tmp_path: Path) -> None:
     image, label = module.dataset("val")[0]
     assert image.shape == (3, 16, 16) and isinstance(label, int)
     means = _mean_pixel(module, "train")  # zebra was written as label 0 -> now label 2
-    assert all(abs(m - label_value(("zebra", "ant", "moth").index(module.classes[int(l)]))) < 1 for m, l in zip(means, module.splits["train"].labels))
+    assert all(
+        abs(m - label_value(("zebra", "ant", "moth").index(module.classes[int(l)]))) < 1
+        for m, l in zip(means, module.splits["train"].labels)
+    )
 
 
 def test_grey_folder_channels(tmp_path: Path) -> None:
-    root = image_folder(tmp_path / "digits", classes=("0", "1", "2"), counts={"train": 5, "test": 2}, size=28, channels=1)
+    root = image_folder(
+        tmp_path / "digits", classes=("0", "1", "2"), counts={"train": 5, "test": 2}, size=28, channels=1
+    )
     grey = MNIST(data_dir=str(root), num_workers=0)
     grey.setup()
     assert grey.dataset("train")[0][0].shape == (1, 28, 28)
@@ -136,7 +147,9 @@ def test_truncated_images_over_one_percent_fail(tmp_path: Path) -> None:
 
 def test_truncated_image_found_while_decoding_on_the_fly_is_replaced(tmp_path: Path) -> None:
     root = image_folder(tmp_path / "f", counts={"train": 2, "test": 1}, suffix=".jpg")
-    path = save_image(root / "test" / "airplane" / "000.jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    path = save_image(
+        root / "test" / "airplane" / "000.jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    )
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # passes the header check, fails to decode
     module = CIFAR10(data_dir=str(root), cache=False, num_workers=0)
     module.setup()

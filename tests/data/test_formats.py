@@ -44,7 +44,9 @@ def test_cifar100_batches_fine_labels(tmp_path: Path) -> None:
 
 def test_cifar_label_outside_num_classes_names_the_file(tmp_path: Path) -> None:
     folder = cifar_batches(tmp_path, per_batch=3)
-    (folder / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 10]}, protocol=2))
+    (folder / "test_batch").write_bytes(
+        pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 10]}, protocol=2)
+    )
     with pytest.raises(DataError, match=r"test_batch: label 10 \(image 1\) is outside 0..9"):
         CIFAR10(data_dir=str(folder)).setup()
 
@@ -125,7 +127,10 @@ def test_svhn_mat(tmp_path: Path) -> None:
     for split, count in (("train", 12), ("test", 5)):
         labels = np.arange(count) % 10
         images = np.stack([pixels_of(label, 32) for label in labels])  # (N, 32, 32, 3)
-        savemat(tmp_path / f"{split}_32x32.mat", {"X": images.transpose(1, 2, 3, 0), "y": np.where(labels == 0, 10, labels)[:, None]})
+        savemat(
+            tmp_path / f"{split}_32x32.mat",
+            {"X": images.transpose(1, 2, 3, 0), "y": np.where(labels == 0, 10, labels)[:, None]},
+        )
     module = SVHN(data_dir=str(tmp_path), num_workers=0)
     module.setup()
     assert module.splits["test"].labels.tolist() == [0, 1, 2, 3, 4]

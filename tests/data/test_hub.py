@@ -28,11 +28,23 @@ def test_named_module_reads_save_to_disk_without_writing(tmp_path: Path) -> None
 
 
 def test_hub_image_dataset_from_save_to_disk(tmp_path: Path) -> None:
-    root = saved_dataset(tmp_path / "saved", counts={"train": 9, "validation": 3, "test": 3}, names=("cat", "dog", "emu"),
-                         image_column="picture", label_column="kind", size=40)
+    root = saved_dataset(
+        tmp_path / "saved",
+        counts={"train": 9, "validation": 3, "test": 3},
+        names=("cat", "dog", "emu"),
+        image_column="picture",
+        label_column="kind",
+        size=40,
+    )
     before = snapshot(root)
-    module = HubImageDataset(data_dir=str(root), image_column="picture", label_column="kind", val_split="validation",
-                             image_size=24, num_workers=0)
+    module = HubImageDataset(
+        data_dir=str(root),
+        image_column="picture",
+        label_column="kind",
+        val_split="validation",
+        image_size=24,
+        num_workers=0,
+    )
     assert module.classes == ["cat", "dog", "emu"] and module.num_classes == 3  # read at construction
     module.setup()
     assert module.val_source.startswith("stored") and len(module.splits["val"]) == 3
@@ -60,9 +72,14 @@ def test_hub_unreachable_is_one_clear_error(tmp_path: Path) -> None:
     assert message.startswith("CIFAR10: cannot reach the Hugging Face hub for 'uoft-cs/cifar10' (offline: HF_")
     assert "set data.data_dir to local files (cifar-10-batches-py, an image folder" in message
     assert "\n" not in message
-    with pytest.raises(DataError, match=r"HubImageDataset\(someone/pictures\): cannot reach the Hugging Face hub for 'someone/pictures'"):
+    with pytest.raises(
+        DataError,
+        match=r"HubImageDataset\(someone/pictures\): cannot reach the Hugging Face hub for 'someone/pictures'",
+    ):
         HubImageDataset(dataset_id="someone/pictures", revision="v1.0")  # class names are read at construction
-    with pytest.raises(DataError, match=r"ImageNet: cannot reach the Hugging Face hub for 'ILSVRC/imagenet-1k'.*train/ and val/"):
+    with pytest.raises(
+        DataError, match=r"ImageNet: cannot reach the Hugging Face hub for 'ILSVRC/imagenet-1k'.*train/ and val/"
+    ):
         ImageNet().setup()
     assert time.perf_counter() - start < 20
 
@@ -90,11 +107,15 @@ def test_gated_dataset_error_says_how_to_get_access(monkeypatch: pytest.MonkeyPa
     import vitlight.data.readers.hub as hub
 
     def gated(*args, **kwargs):
-        raise DatasetNotFoundError("Dataset 'ILSVRC/imagenet-1k' is a gated dataset on the Hub. You must be authenticated to access it.")
+        raise DatasetNotFoundError(
+            "Dataset 'ILSVRC/imagenet-1k' is a gated dataset on the Hub. You must be authenticated to access it."
+        )
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
     monkeypatch.setattr(hub, "_unreachable_reason", lambda: None)  # as if online; nothing is contacted
     monkeypatch.setattr(datasets, "load_dataset", gated)
-    with pytest.raises(DataError, match=r"ImageNet: cannot reach the Hugging Face hub for 'ILSVRC/imagenet-1k' \(gated: .*HF_TOKEN\)"):
+    with pytest.raises(
+        DataError, match=r"ImageNet: cannot reach the Hugging Face hub for 'ILSVRC/imagenet-1k' \(gated: .*HF_TOKEN\)"
+    ):
         ImageNet(revision="main").setup()

@@ -5,14 +5,21 @@ from __future__ import annotations
 import pytest
 
 import vitlight.data as data
-from vitlight.data import ImageDataModule
-from vitlight.data import classnames
+from vitlight.data import ImageDataModule, classnames
 
 # module: (num_classes, image_size, channels)
 NAMED = {
-    "CIFAR10": (10, 32, 3), "CIFAR100": (100, 32, 3), "MNIST": (10, 28, 1), "FashionMNIST": (10, 28, 1),
-    "SVHN": (10, 32, 3), "STL10": (10, 96, 3), "OxfordPets": (37, 224, 3), "Flowers102": (102, 224, 3),
-    "Imagenette": (10, 224, 3), "TinyImageNet": (200, 64, 3), "ImageNet": (1000, 224, 3),
+    "CIFAR10": (10, 32, 3),
+    "CIFAR100": (100, 32, 3),
+    "MNIST": (10, 28, 1),
+    "FashionMNIST": (10, 28, 1),
+    "SVHN": (10, 32, 3),
+    "STL10": (10, 96, 3),
+    "OxfordPets": (37, 224, 3),
+    "Flowers102": (102, 224, 3),
+    "Imagenette": (10, 224, 3),
+    "TinyImageNet": (200, 64, 3),
+    "ImageNet": (1000, 224, 3),
 }
 
 

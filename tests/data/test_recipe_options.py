@@ -49,8 +49,15 @@ def test_repeated_augmentation_uses_timms_sampler_outside_ddp(tmp_path):
     from timm.data.distributed_sampler import RepeatAugSampler
 
     folder = write_image_folder(tmp_path / "images", per_class=10, size=8)
-    data = ImageFolder(data_dir=str(folder), image_size=8, batch_size=6, num_workers=0, val_fraction=0.1,
-                       repeated_augmentation=3, random_resized_crop=True)
+    data = ImageFolder(
+        data_dir=str(folder),
+        image_size=8,
+        batch_size=6,
+        num_workers=0,
+        val_fraction=0.1,
+        repeated_augmentation=3,
+        random_resized_crop=True,
+    )
     loader = data.train_dataloader()
     sampler = loader.sampler
     assert isinstance(sampler, RepeatAugSampler) and sampler.num_replicas == 1 and sampler.rank == 0

@@ -72,8 +72,17 @@ def test_chosen_size_and_class_counts_are_logged(tmp_path: Path, caplog: pytest.
 def test_loaders_with_two_workers_keep_pixels_with_labels(tmp_path: Path) -> None:
     root = image_folder(tmp_path / "f", classes=("a", "b", "c"), counts={"train": 8, "test": 4}, size=8)
     for cache in (True, False):
-        module = ImageFolder(data_dir=str(root), image_size=8, batch_size=5, num_workers=2, cache=cache,
-                             horizontal_flip=True, random_crop_padding=2, mean=[0, 0, 0], std=[1, 1, 1])
+        module = ImageFolder(
+            data_dir=str(root),
+            image_size=8,
+            batch_size=5,
+            num_workers=2,
+            cache=cache,
+            horizontal_flip=True,
+            random_crop_padding=2,
+            mean=[0, 0, 0],
+            std=[1, 1, 1],
+        )
         module.setup()
         seen = 0
         for loader in (module.train_dataloader(), module.val_dataloader(), module.test_dataloader()):

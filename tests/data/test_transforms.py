@@ -13,7 +13,9 @@ from vitlight.errors import ConfigError
 
 
 def _settings(**overrides) -> TransformSettings:
-    return TransformSettings(**{"image_size": 16, "channels": 3, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), **overrides})
+    return TransformSettings(
+        **{"image_size": 16, "channels": 3, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), **overrides}
+    )
 
 
 def _batch(size: int = 12, count: int = 8) -> torch.Tensor:

@@ -37,10 +37,30 @@ def _fit(tmp_path: Path, experiment: str, *extra: str) -> dict:
 
     images = write_image_folder(tmp_path / "images", per_class=24, size=32)
     runs = tmp_path / "runs"
-    args = ["fit", "--config", str(EXPERIMENTS / experiment), "--config", str(SMOKE), "--data", "ImageFolder",
-            "--data.data_dir", str(images), "--data.image_size", "32", "--data.batch_size", "8", "--runs_dir", str(runs),
-            "--trainer.log_every_n_steps", "1000", "--checkpoint_every_n_steps", "0", "--trainer.limit_train_batches", "6",
-            *extra]
+    args = [
+        "fit",
+        "--config",
+        str(EXPERIMENTS / experiment),
+        "--config",
+        str(SMOKE),
+        "--data",
+        "ImageFolder",
+        "--data.data_dir",
+        str(images),
+        "--data.image_size",
+        "32",
+        "--data.batch_size",
+        "8",
+        "--runs_dir",
+        str(runs),
+        "--trainer.log_every_n_steps",
+        "1000",
+        "--checkpoint_every_n_steps",
+        "0",
+        "--trainer.limit_train_batches",
+        "6",
+        *extra,
+    ]
     assert main(args) == 0
     return json.loads(next(runs.glob("*/*/summary.json")).read_text())
 
@@ -52,20 +72,42 @@ def test_bf16_and_tf32_are_the_cuda_defaults(tmp_path: Path, monkeypatch):
     assert summary["float32_matmul_precision"] == "high"
 
 
-@pytest.mark.parametrize("experiment, extra", [
-    ("quickstart.yaml", ["--model.init_args.ema_decay", "0.99", "--model.init_args.mixup_alpha", "0.8",
-                         "--data.horizontal_flip", "true", "--data.random_crop_padding", "4"]),
-    ("resnet18_cifar10.yaml", ["--model.init_args.ema_decay", "0.99", "--model.init_args.mixup_alpha", "0.8"]),
-    ("igpt_tiny_quickstart.yaml", []),
-    ("igpt_tiny_quickstart_bert.yaml", []),
-    ("igpt_tiny_quickstart_probe.yaml", []),
-])
-def test_no_sync_in_vitlight_steps_under_cuda_debug_mode(tmp_path: Path, monkeypatch, experiment: str, extra: list[str]):
+@pytest.mark.parametrize(
+    "experiment, extra",
+    [
+        (
+            "quickstart.yaml",
+            [
+                "--model.init_args.ema_decay",
+                "0.99",
+                "--model.init_args.mixup_alpha",
+                "0.8",
+                "--data.horizontal_flip",
+                "true",
+                "--data.random_crop_padding",
+                "4",
+            ],
+        ),
+        ("resnet18_cifar10.yaml", ["--model.init_args.ema_decay", "0.99", "--model.init_args.mixup_alpha", "0.8"]),
+        ("igpt_tiny_quickstart.yaml", []),
+        ("igpt_tiny_quickstart_bert.yaml", []),
+        ("igpt_tiny_quickstart_probe.yaml", []),
+    ],
+)
+def test_no_sync_in_vitlight_steps_under_cuda_debug_mode(
+    tmp_path: Path, monkeypatch, experiment: str, extra: list[str]
+):
     import tests.gpu.test_gpu_path as this
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    _fit(tmp_path, experiment, "--trainer.callbacks+=tests.gpu.test_gpu_path.SyncErrorsInVitlightSteps",
-         "--trainer.enable_progress_bar", "false", *extra)
+    _fit(
+        tmp_path,
+        experiment,
+        "--trainer.callbacks+=tests.gpu.test_gpu_path.SyncErrorsInVitlightSteps",
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    )
     assert this  # a sync in a checked step raises inside fit, which then returns non-zero
 
 
@@ -73,9 +115,16 @@ def test_fsdp_by_block_trains_and_writes_a_readable_checkpoint(tmp_path: Path, m
     from vitlight.checkpoints import load_module
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    summary = _fit(tmp_path, "quickstart.yaml", "--trainer.strategy", "vitlight.fsdp.BlockFSDP",
-                   "--trainer.strategy.block_classes", "[timm.models.vision_transformer.Block]",
-                   "--trainer.devices", "1")
+    summary = _fit(
+        tmp_path,
+        "quickstart.yaml",
+        "--trainer.strategy",
+        "vitlight.fsdp.BlockFSDP",
+        "--trainer.strategy.block_classes",
+        "[timm.models.vision_transformer.Block]",
+        "--trainer.devices",
+        "1",
+    )
     assert summary["status"] == "finished"
     checkpoint = next(tmp_path.glob("runs/*/*/checkpoints/last.ckpt"))
     module, _ = load_module(checkpoint)

@@ -17,7 +17,9 @@ class KillAtStep(Callback):
         self.step = step
         self.signal_name = signal_name
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_index: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_index: int
+    ) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), getattr(signal, self.signal_name))
 
@@ -31,7 +33,9 @@ class PauseAtStep(Callback):
         self.marker = marker
         self.wait_s = wait_s
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_index: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_index: int
+    ) -> None:
         if trainer.global_step == self.step:
             open(self.marker, "w").close()
             time.sleep(self.wait_s)
@@ -58,8 +62,10 @@ class RecordBatches(Callback):
         import torch
 
         with open(self.path, "a") as stream:
-            stream.write(f"{trainer.global_step} {batch_index} {float(batch[0].double().sum()):.6f} {batch[1].tolist()} "
-                         f"{__import__('zlib').crc32(torch.get_rng_state().numpy().tobytes())}\n")
+            stream.write(
+                f"{trainer.global_step} {batch_index} {float(batch[0].double().sum()):.6f} {batch[1].tolist()} "
+                f"{__import__('zlib').crc32(torch.get_rng_state().numpy().tobytes())}\n"
+            )
 
 
 class CountHostSyncs(Callback):

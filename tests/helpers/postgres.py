@@ -60,12 +60,48 @@ def running_server() -> Iterator[str]:
     server = None
     try:
         subprocess.run([*as_user, "mkdir", "-p", str(sockets)], check=True, env=env)
-        subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync",
-                        "-E", "UTF8", "--no-locale"], check=True, capture_output=True, env=env, cwd=root)
+        subprocess.run(
+            [
+                *as_user,
+                str(binaries / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=root,
+        )
         server = subprocess.Popen(
-            [*as_user, str(binaries / "postgres"), "-D", str(data), "-k", str(sockets), "-p", str(PORT),
-             "-c", "listen_addresses=", "-c", "fsync=off", "-c", "max_connections=50"],
-            stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"), env=env, cwd=root, start_new_session=True,
+            [
+                *as_user,
+                str(binaries / "postgres"),
+                "-D",
+                str(data),
+                "-k",
+                str(sockets),
+                "-p",
+                str(PORT),
+                "-c",
+                "listen_addresses=",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=50",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(root / "server.log", "wb"),
+            env=env,
+            cwd=root,
+            start_new_session=True,
         )
         deadline = time.time() + 60
         while not (sockets / f".s.PGSQL.{PORT}").exists() or not _accepts(str(sockets)):

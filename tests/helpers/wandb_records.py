@@ -25,8 +25,8 @@ def _payloads(data: bytes):
         if left_in_block < CHUNK_HEADER_BYTES:  # block trailer padding
             position += left_in_block
             continue
-        _, length, kind = struct.unpack("<IHB", data[position:position + CHUNK_HEADER_BYTES])
-        chunk = data[position + CHUNK_HEADER_BYTES:position + CHUNK_HEADER_BYTES + length]
+        _, length, kind = struct.unpack("<IHB", data[position : position + CHUNK_HEADER_BYTES])
+        chunk = data[position + CHUNK_HEADER_BYTES : position + CHUNK_HEADER_BYTES + length]
         position += CHUNK_HEADER_BYTES + length
         if kind == FULL:
             yield chunk

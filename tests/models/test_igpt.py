@@ -4,12 +4,14 @@ import torch
 from vitlight.models.igpt import IGPT_PRESETS, IGPTConfig, ImageGPT, igpt_config
 
 
-def _model(
-    causal: bool = True, n_positions: int = 64, vocab_size: int = 32, seed: int = 0
-) -> ImageGPT:
+def _model(causal: bool = True, n_positions: int = 64, vocab_size: int = 32, seed: int = 0) -> ImageGPT:
     torch.manual_seed(seed)
     cfg = IGPTConfig(
-        vocab_size=vocab_size, n_positions=n_positions, n_layer=2, n_embd=32, n_head=4,
+        vocab_size=vocab_size,
+        n_positions=n_positions,
+        n_layer=2,
+        n_embd=32,
+        n_head=4,
         causal=causal,
     )
     return ImageGPT(cfg).eval()
@@ -149,9 +151,7 @@ def test_sequence_longer_than_positions_raises_one_line():
     model = ImageGPT(igpt_config("igpt-tiny", n_positions=1024, vocab_size=16))
     with pytest.raises(ValueError) as e:
         model(torch.zeros(1, 4096, dtype=torch.long))
-    assert str(e.value).startswith(
-        "sequence of 4096 tokens (64x64 image) is longer than the model's 1024 positions;"
-    )
+    assert str(e.value).startswith("sequence of 4096 tokens (64x64 image) is longer than the model's 1024 positions;")
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="longer than the model's 1024 positions"):
         model.generate(torch.zeros(1, 8, dtype=torch.long), 2048)
@@ -173,14 +173,28 @@ def test_weight_decay_skips_position_embeddings_sos_norms_and_biases(sos_in_toke
     from vitlight.tasks.optim import weight_decay_groups
 
     torch.manual_seed(0)
-    model = ImageGPT(IGPTConfig(vocab_size=8, n_positions=16, n_layer=2, n_embd=16, n_head=2,
-                                norm="rmsnorm" if sos_in_token_embedding else "layernorm",
-                                sos_in_token_embedding=sos_in_token_embedding))
+    model = ImageGPT(
+        IGPTConfig(
+            vocab_size=8,
+            n_positions=16,
+            n_layer=2,
+            n_embd=16,
+            n_head=2,
+            norm="rmsnorm" if sos_in_token_embedding else "layernorm",
+            sos_in_token_embedding=sos_in_token_embedding,
+        )
+    )
     decay, no_decay = weight_decay_groups(model)
     names = {id(p): name for name, p in model.named_parameters()}
     skipped = {names[id(p)] for p in no_decay["params"]}
     decayed = {names[id(p)] for p in decay["params"]}
-    assert {"pos_emb", "ln_f.weight", "blocks.0.ln_1.weight", "blocks.1.attn.qkv.bias", "blocks.0.mlp.0.bias"} <= skipped
+    assert {
+        "pos_emb",
+        "ln_f.weight",
+        "blocks.0.ln_1.weight",
+        "blocks.1.attn.qkv.bias",
+        "blocks.0.mlp.0.bias",
+    } <= skipped
     assert ("sos" in skipped) != sos_in_token_embedding
     assert {"tok_emb.weight", "blocks.0.attn.qkv.weight", "blocks.1.mlp.2.weight", "head.weight"} <= decayed
     assert skipped | decayed == set(names.values()) and not skipped & decayed

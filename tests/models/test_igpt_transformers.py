@@ -19,8 +19,14 @@ def save_random_imagegpt(folder, seed: int = 0, safe_serialization: bool = True,
     """A small random ImageGPTForCausalImageModeling and a processor with random clusters, saved to `folder`."""
     torch.manual_seed(seed)
     config = transformers.ImageGPTConfig(
-        vocab_size=COLOURS + 1, n_positions=side * side, n_embd=32, n_layer=2, n_head=4,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        vocab_size=COLOURS + 1,
+        n_positions=side * side,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
     model = transformers.ImageGPTForCausalImageModeling(config).eval()
     with torch.no_grad():  # every parameter random, norms' gains included, so that no mapping error hides
@@ -67,12 +73,15 @@ def test_greedy_completions_match_transformers_generate(tmp_path):
     inputs = torch.cat([_sos(2), prefix], dim=1)
     with torch.no_grad():  # an explicit mask: generate would otherwise mask tokens equal to pad_token_id
         expected = theirs.generate(
-            input_ids=inputs, attention_mask=torch.ones_like(inputs), max_length=SIDE * SIDE + 1,
-            do_sample=False, pad_token_id=COLOURS,
+            input_ids=inputs,
+            attention_mask=torch.ones_like(inputs),
+            max_length=SIDE * SIDE + 1,
+            do_sample=False,
+            pad_token_id=COLOURS,
         )[:, 1:]
     got = ours.generate(prefix, SIDE * SIDE, temperature=0.0)
     assert torch.equal(got, expected)
-    assert len(torch.unique(got[:, prefix.shape[1]:])) > 1  # not a constant completion
+    assert len(torch.unique(got[:, prefix.shape[1] :])) > 1  # not a constant completion
 
 
 def test_palette_quantizes_like_the_processor(tmp_path):

@@ -71,9 +71,7 @@ def test_sample_pixels_is_seeded_and_caps_at_all_pixels():
 
 
 def test_kmeans_recovers_well_separated_clusters():
-    truth = torch.tensor(
-        [[20, 20, 20], [230, 30, 30], [30, 230, 30], [30, 30, 230], [220, 220, 40], [128, 128, 128]]
-    )
+    truth = torch.tensor([[20, 20, 20], [230, 30, 30], [30, 230, 30], [30, 30, 230], [220, 220, 40], [128, 128, 128]])
     pixels = _clustered_pixels(truth, per_cluster=200, spread=6)
     p = Palette.fit_kmeans(pixels, k=len(truth), iters=20, seed=0)
     # Each true centre has exactly one fitted centre within a few units.

@@ -39,7 +39,9 @@ def test_offline_writes_the_spec_beside_the_sweep_folder_and_says_how_to_publish
     folder.mkdir(parents=True)
     (folder / "sweep.json").write_text(json.dumps({"file": str(ROOT / "sweeps" / "scaling_data.yaml")}))
     (folder / "report").mkdir()
-    (folder / "report" / "report.md").write_text("# r\n\n## Where ViT overtakes ResNet\n\n**ViT does not overtake ResNet.**\n\n## Training compute\n")
+    (folder / "report" / "report.md").write_text(
+        "# r\n\n## Where ViT overtakes ResNet\n\n**ViT does not overtake ResNet.**\n\n## Training compute\n"
+    )
     assert main([str(folder)]) == 0
     written = tmp_path / "runs" / "sweeps" / "scaling_data.dashboard.json"
     view = json.loads(written.read_text())

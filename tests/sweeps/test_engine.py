@@ -22,12 +22,32 @@ QUICKSTART = str(EXPERIMENTS / "quickstart.yaml")
 
 
 def write_sweep(path: Path, parameters: dict, name: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "name": name, "program": "vitlight/__main__.py", "method": "grid",
-        "metric": {"name": "test/acc", "goal": "maximize"}, "parameters": parameters,
-        "command": ["${env}", "${interpreter}", "-m", "vitlight", "fit", "--config", QUICKSTART, "--config", str(SMOKE),
-                    "${args}", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0"],
-    }, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "program": "vitlight/__main__.py",
+                "method": "grid",
+                "metric": {"name": "test/acc", "goal": "maximize"},
+                "parameters": parameters,
+                "command": [
+                    "${env}",
+                    "${interpreter}",
+                    "-m",
+                    "vitlight",
+                    "fit",
+                    "--config",
+                    QUICKSTART,
+                    "--config",
+                    str(SMOKE),
+                    "${args}",
+                    "--trainer.limit_val_batches=1",
+                    "--trainer.num_sanity_val_steps=0",
+                ],
+            },
+            sort_keys=False,
+        )
+    )
     return path
 
 
@@ -60,7 +80,9 @@ def test_grid_runs_real_trials_and_a_crash_is_recorded_as_failed(tmp_path: Path)
     assert run_groups(run_dir) == {sweep_id}  # W&B group = sweep id
     failed_line = next(line for line in result.stdout.splitlines() if "FAILED" in line)
     assert "exit code 2: vitlight: error:" in failed_line and "patch_size" in failed_line
-    assert result.stdout.index("FAILED") < result.stdout.index("this runner:") and "1 finished, 1 failed" in result.stdout
+    assert (
+        result.stdout.index("FAILED") < result.stdout.index("this runner:") and "1 finished, 1 failed" in result.stdout
+    )
     again = run_vitlight("sweep", str(sweep), cwd=tmp_path)  # a finished sweep starts nothing
     assert again.returncode == 0 and "no trials left" in again.stdout
     assert not (folder / "trials" / "0002").exists()
@@ -74,7 +96,9 @@ def test_a_killed_runner_resumes_without_redoing_finished_trials(tmp_path: Path)
         runner = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         deadline = time.time() + 400
         while time.time() < deadline:  # wait until trial 0 finished and trial 1 is running
-            if (folder / "trials" / "0001" / "trial.json").is_file() and trial_record(folder, 0).get("state") == "finished":
+            if (folder / "trials" / "0001" / "trial.json").is_file() and trial_record(folder, 0).get(
+                "state"
+            ) == "finished":
                 break
             assert runner.poll() is None, (tmp_path / "first.log").read_text()
             time.sleep(0.5)
@@ -145,7 +169,9 @@ def test_hyperband_reports_stop_a_trial_early(tmp_path: Path):
         return iteration >= 3
 
     started = time.time()
-    result = run_trial([sys.executable, str(script)], trial_dir, env, "val/acc", threading.Event(), report=report, poll_s=0.1)
+    result = run_trial(
+        [sys.executable, str(script)], trial_dir, env, "val/acc", threading.Event(), report=report, poll_s=0.1
+    )
     assert result.pruned and result.exit_code != 0
     assert seen[:3] == [(0.0, 1), (0.1, 2), (0.2, 3)]
     assert time.time() - started < 15

@@ -23,11 +23,29 @@ HEADER = re.compile(r"^# Estimate \(vitlight sweep --estimate\):.*$", re.M)
 
 def digits_sweep(tmp_path: Path, sizes: list, extra: list[str]) -> Path:
     path = tmp_path / "digits.yaml"
-    command = ["${env}", "${interpreter}", "-m", "vitlight", "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"),
-               "${args}", "--data.batch_size=32", *extra]
-    path.write_text(yaml.safe_dump({"name": "digits", "method": "grid", "metric": {"name": "test/acc", "goal": "maximize"},
-                                    "parameters": {"data.train_size": {"values": sizes}, "seed_everything": {"values": [0, 1, 2]}},
-                                    "command": command}))
+    command = [
+        "${env}",
+        "${interpreter}",
+        "-m",
+        "vitlight",
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "${args}",
+        "--data.batch_size=32",
+        *extra,
+    ]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "digits",
+                "method": "grid",
+                "metric": {"name": "test/acc", "goal": "maximize"},
+                "parameters": {"data.train_size": {"values": sizes}, "seed_everything": {"values": [0, 1, 2]}},
+                "command": command,
+            }
+        )
+    )
     return path
 
 
@@ -41,7 +59,9 @@ def test_trials_images_and_flops_follow_epochs_steps_and_subset_size(tmp_path: P
     monkeypatch.chdir(ROOT)
     # 100 images at batch 32: 3 full batches per epoch (the short one dropped), 5 epochs = 15 steps;
     # 3,920 images: 122 batches per epoch, capped by max_steps=40. Seeds cost the same: counted once, x3.
-    result = estimate(load_spec(digits_sweep(tmp_path, [100, 1.0], ["--trainer.max_epochs=5", "--trainer.max_steps=40"])))
+    result = estimate(
+        load_spec(digits_sweep(tmp_path, [100, 1.0], ["--trainer.max_epochs=5", "--trainer.max_steps=40"]))
+    )
     train_step, forward = quickstart_step_flops()
     assert result.trials == 6 and [c.trials for c in result.costs] == [3, 3]
     small, full = (c.stages[0] for c in result.costs)
@@ -66,9 +86,20 @@ def test_device_rates_mfu_and_bench_file(tmp_path: Path):
     with pytest.raises(ConfigError, match="--mfu must be in"):
         device_rate("h200", 1.5)
     bench = tmp_path / "h200.json"
-    bench.write_text(json.dumps({"environment": {"gpu": "NVIDIA H200"}, "ceilings": {"datasheet_tflops": 989.0, "matmul_tflops": 700.0},
-                                 "rows": [{"status": "ok", "mfu_datasheet": 0.1}, {"status": "ok", "mfu_datasheet": 0.3},
-                                          {"status": "ok", "mfu_datasheet": 0.2}, {"status": "failed"}]}))
+    bench.write_text(
+        json.dumps(
+            {
+                "environment": {"gpu": "NVIDIA H200"},
+                "ceilings": {"datasheet_tflops": 989.0, "matmul_tflops": 700.0},
+                "rows": [
+                    {"status": "ok", "mfu_datasheet": 0.1},
+                    {"status": "ok", "mfu_datasheet": 0.3},
+                    {"status": "ok", "mfu_datasheet": 0.2},
+                    {"status": "failed"},
+                ],
+            }
+        )
+    )
     measured = device_rate("a100", bench=bench)  # the file names its chip and its measured MFU
     assert measured.device == "one NVIDIA H200" and measured.peak == 989e12 and measured.mfu == pytest.approx(0.2)
     (tmp_path / "bad.json").write_text("{}")
@@ -81,7 +112,9 @@ def test_device_rates_mfu_and_bench_file(tmp_path: Path):
 def test_each_sweep_file_header_states_its_estimate(path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(ROOT)
     stated = HEADER.findall(path.read_text())
-    assert len(stated) == 1, f"{path.name} needs one line: {header_line(estimate(load_spec(path)), device_rate('h200'))}"
+    assert len(stated) == 1, (
+        f"{path.name} needs one line: {header_line(estimate(load_spec(path)), device_rate('h200'))}"
+    )
     assert stated[0] == header_line(estimate(load_spec(path)), device_rate("h200"))
 
 

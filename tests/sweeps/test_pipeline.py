@@ -16,14 +16,41 @@ QUICKSTART = str(EXPERIMENTS / "quickstart.yaml")
 
 
 def test_stage_flags_route_to_their_stage():
-    args = parse(["--pretrain", QUICKSTART, "--pretrain", str(SMOKE), "--pretrain.data.train_size=64",
-                  "--finetune", QUICKSTART, "--finetune={'model': {'optimizer': {'lr': 0.01}}}",
-                  "--probe", "all", "--probe.l2", "1e-3", "--seed", "3"])
+    args = parse(
+        [
+            "--pretrain",
+            QUICKSTART,
+            "--pretrain",
+            str(SMOKE),
+            "--pretrain.data.train_size=64",
+            "--finetune",
+            QUICKSTART,
+            "--finetune={'model': {'optimizer': {'lr': 0.01}}}",
+            "--probe",
+            "all",
+            "--probe.l2",
+            "1e-3",
+            "--seed",
+            "3",
+        ]
+    )
     assert args.configs["pretrain"] == [QUICKSTART, str(SMOKE)]
     assert fit_argv(args, "pretrain", "R", None) == [
-        "fit", "--config", QUICKSTART, "--config", str(SMOKE), "--seed_everything=3", "--data.train_size=64", "--runs_dir=R"]
+        "fit",
+        "--config",
+        QUICKSTART,
+        "--config",
+        str(SMOKE),
+        "--seed_everything=3",
+        "--data.train_size=64",
+        "--runs_dir=R",
+    ]
     assert fit_argv(args, "finetune", "R", "c.ckpt")[3:] == [
-        "--model.init_args.checkpoint_path=c.ckpt", "--seed_everything=3", "--model.optimizer.lr=0.01", "--runs_dir=R"]
+        "--model.init_args.checkpoint_path=c.ckpt",
+        "--seed_everything=3",
+        "--model.optimizer.lr=0.01",
+        "--runs_dir=R",
+    ]
     assert args.overrides["probe"] == ["--l2", "1e-3"] and args.probe_layers == "all"
     with pytest.raises(ConfigError, match="--pretrain CONFIG is required"):
         parse(["--finetune", QUICKSTART])
@@ -33,7 +60,9 @@ def test_stage_flags_route_to_their_stage():
 
 def test_argument_problem_names_the_stage_and_key():
     assert argument_problem(["--pretrain", QUICKSTART, "--pretrain.data.train_size=64"]) is None
-    problem = argument_problem(["--pretrain", QUICKSTART, "--linear_probe", QUICKSTART, "--linear_probe.model.optimizer.lrr=1"])
+    problem = argument_problem(
+        ["--pretrain", QUICKSTART, "--linear_probe", QUICKSTART, "--linear_probe.model.optimizer.lrr=1"]
+    )
     assert problem == "linear_probe stage: unknown key"
 
 
@@ -41,10 +70,34 @@ def test_argument_problem_names_the_stage_and_key():
 def test_pretrain_then_linear_probe_and_layer_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("WANDB_RUN_GROUP", "group-x")
     runs = tmp_path / "runs"
-    code = main(["pipeline", "--pretrain", QUICKSTART, "--pretrain", str(SMOKE),
-                 "--linear_probe", QUICKSTART, "--linear_probe", str(SMOKE), "--linear_probe.model.freeze_backbone=true",
-                 "--probe", "-1", "--probe.data.train_size", "40", "--probe.baseline", "none", "--probe.max_iter", "20",
-                 "--checkpoint", "last", "--runs_dir", str(runs), "--experiment", "transfer"])
+    code = main(
+        [
+            "pipeline",
+            "--pretrain",
+            QUICKSTART,
+            "--pretrain",
+            str(SMOKE),
+            "--linear_probe",
+            QUICKSTART,
+            "--linear_probe",
+            str(SMOKE),
+            "--linear_probe.model.freeze_backbone=true",
+            "--probe",
+            "-1",
+            "--probe.data.train_size",
+            "40",
+            "--probe.baseline",
+            "none",
+            "--probe.max_iter",
+            "20",
+            "--checkpoint",
+            "last",
+            "--runs_dir",
+            str(runs),
+            "--experiment",
+            "transfer",
+        ]
+    )
     assert code == 0
     (summary_path,) = (runs / "transfer").glob("*/summary.json")
     summary = json.loads(summary_path.read_text())
@@ -56,5 +109,7 @@ def test_pretrain_then_linear_probe_and_layer_probe(tmp_path: Path, monkeypatch:
     probe_config = json.loads((Path(summary["stages"]["linear_probe"]["run_dir"]) / "summary.json").read_text())
     assert probe_config["model"]["class"] == "ImageClassifier"
     tested = (Path(summary["stages"]["linear_probe"]["run_dir"]) / "config.yaml").read_text()
-    assert str(pretrain_run / "checkpoints" / "last.ckpt") in tested  # the probe started from the pretraining checkpoint
+    assert (
+        str(pretrain_run / "checkpoints" / "last.ckpt") in tested
+    )  # the probe started from the pretraining checkpoint
     assert list(summary_path.parent.glob("wandb/offline-run-*")), "the pipeline's metrics go to a W&B run"

@@ -24,8 +24,14 @@ FIT = ["${env}", "${interpreter}", "-m", "vitlight", "fit", "--config", QUICKSTA
 
 def sweep_file(tmp_path: Path, parameters: dict, method: str = "grid", **extra) -> Path:
     path = tmp_path / "sweep.yaml"
-    config = {"name": "t", "method": method, "metric": {"name": "test/acc", "goal": "maximize"},
-              "parameters": parameters, "command": FIT, **extra}
+    config = {
+        "name": "t",
+        "method": method,
+        "metric": {"name": "test/acc", "goal": "maximize"},
+        "parameters": parameters,
+        "command": FIT,
+        **extra,
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -55,7 +61,9 @@ def test_each_sweep_file_is_valid_and_every_key_parses(path: Path, monkeypatch: 
 
 
 def test_unknown_method_bad_distribution_and_unknown_keys_in_one_line(tmp_path: Path, capsys):
-    path = sweep_file(tmp_path, {"model.optimizer.lr": {"distribution": "gaussian", "min": 0.1, "max": 1}}, method="grdi")
+    path = sweep_file(
+        tmp_path, {"model.optimizer.lr": {"distribution": "gaussian", "min": 0.1, "max": 1}}, method="grdi"
+    )
     assert main(["sweep", str(path)]) == 2
     line = one_error_line(capsys)
     assert "grdi" in line and "grid, random, bayes" in line
@@ -63,12 +71,16 @@ def test_unknown_method_bad_distribution_and_unknown_keys_in_one_line(tmp_path: 
 
 
 def test_unknown_keys_are_listed_by_name(tmp_path: Path, capsys):
-    path = sweep_file(tmp_path, {
-        "model.optimizer.lrr": {"values": [0.1]},
-        "data.train_size": {"values": [16, 24]},
-        "data.trian_size": {"values": [8]},
-        "model": {"parameters": {"optimizer": {"parameters": {"weight_decya": {"min": 0.0, "max": 0.1}}}}},
-    }, method="random")
+    path = sweep_file(
+        tmp_path,
+        {
+            "model.optimizer.lrr": {"values": [0.1]},
+            "data.train_size": {"values": [16, 24]},
+            "data.trian_size": {"values": [8]},
+            "model": {"parameters": {"optimizer": {"parameters": {"weight_decya": {"min": 0.0, "max": 0.1}}}}},
+        },
+        method="random",
+    )
     assert main(["sweep", str(path), "--check"]) == 2
     line = one_error_line(capsys)
     for bad in ("model.optimizer.lrr", "data.trian_size", "model.optimizer.weight_decya"):
@@ -93,20 +105,49 @@ def test_structure_errors(tmp_path: Path):
         "run_cap must be a positive integer": {"run_cap": 0},
     }
     for expected, change in cases.items():
-        raw = {"method": "grid", "metric": {"name": "test/acc"}, "parameters": {"a": {"values": [1]}}, "command": FIT, **change}
-        with pytest.raises(SweepSpecError, match=expected.replace("$", r"\$").replace("{", r"\{").replace("(", r"\(").replace(")", r"\)")):
+        raw = {
+            "method": "grid",
+            "metric": {"name": "test/acc"},
+            "parameters": {"a": {"values": [1]}},
+            "command": FIT,
+            **change,
+        }
+        with pytest.raises(
+            SweepSpecError,
+            match=expected.replace("$", r"\$").replace("{", r"\{").replace("(", r"\(").replace(")", r"\)"),
+        ):
             parse_spec(raw, tmp_path / "x.yaml")
 
 
 def test_args_expand_like_the_wandb_agent(tmp_path: Path):
-    raw = {"method": "random", "metric": {"name": "test/acc"}, "program": "vitlight/__main__.py",
-           "parameters": {"seed_everything": {"value": 3}, "data.train_size": {"values": [16]},
-                          "model": {"parameters": {"optimizer": {"parameters": {"lr": {"value": 0.001}}}}}},
-           "command": ["${env}", "${interpreter}", "${program}", "fit", "${args}", "${args_no_hyphens}", "${args_json}", "${args_json_file}"]}
+    raw = {
+        "method": "random",
+        "metric": {"name": "test/acc"},
+        "program": "vitlight/__main__.py",
+        "parameters": {
+            "seed_everything": {"value": 3},
+            "data.train_size": {"values": [16]},
+            "model": {"parameters": {"optimizer": {"parameters": {"lr": {"value": 0.001}}}}},
+        },
+        "command": [
+            "${env}",
+            "${interpreter}",
+            "${program}",
+            "fit",
+            "${args}",
+            "${args_no_hyphens}",
+            "${args_json}",
+            "${args_json_file}",
+        ],
+    }
     spec = parse_spec(raw, tmp_path / "x.yaml")
     values = {p.path: p.examples()[0] for p in spec.parameters}
     argv = expand(spec, values, interpreter=sys.executable, json_file=tmp_path / "args.json")
-    flags = ["--data.train_size=16", "--model={'optimizer': {'lr': 0.001}}", "--seed_everything=3"]  # sorted by name, nested as a dict
+    flags = [
+        "--data.train_size=16",
+        "--model={'optimizer': {'lr': 0.001}}",
+        "--seed_everything=3",
+    ]  # sorted by name, nested as a dict
     assert argv[:4] == ["/usr/bin/env", sys.executable, "vitlight/__main__.py", "fit"]
     assert argv[4:7] == flags
     assert argv[7:10] == [flag[2:] for flag in flags]
@@ -116,13 +157,19 @@ def test_args_expand_like_the_wandb_agent(tmp_path: Path):
 
 
 def test_distributions_map_onto_optuna(tmp_path: Path):
-    raw = {"method": "random", "metric": {"name": "val/acc"}, "command": FIT, "parameters": {
-        "a": {"distribution": "q_uniform", "min": 0, "max": 10, "q": 2},
-        "b": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
-        "c": {"distribution": "normal", "mu": 5.0, "sigma": 0.001},
-        "d": {"values": ["x", "y"], "probabilities": [0.0, 1.0]},
-        "e": {"min": 1, "max": 3},
-    }, "early_terminate": {"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3}}
+    raw = {
+        "method": "random",
+        "metric": {"name": "val/acc"},
+        "command": FIT,
+        "parameters": {
+            "a": {"distribution": "q_uniform", "min": 0, "max": 10, "q": 2},
+            "b": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
+            "c": {"distribution": "normal", "mu": 5.0, "sigma": 0.001},
+            "d": {"values": ["x", "y"], "probabilities": [0.0, 1.0]},
+            "e": {"min": 1, "max": 3},
+        },
+        "early_terminate": {"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3},
+    }
     spec = parse_spec(raw, tmp_path / "x.yaml")
     by_name = {p.name: p for p in spec.parameters}
     assert space.value_of(by_name["a"], 4.9, "random") == 4

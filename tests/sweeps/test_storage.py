@@ -25,7 +25,7 @@ GRID = [0.001, 0.002, 0.003, 0.004]
 # (real `vitlight fit` trials are in test_engine.py). It takes the args a vitlight trial gets and
 # writes the summary.json the engine reads. The first trial of each runner waits for the other
 # runner's first one (a marker file in MEET), so that the two runners surely work at the same time.
-TRIAL = '''
+TRIAL = """
 import json, os, sys, time
 args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
 meet = os.environ["MEET"]
@@ -39,7 +39,7 @@ run = os.path.join(args["runs_dir"], "trial", "run")
 os.makedirs(run, exist_ok=True)
 with open(os.path.join(run, "summary.json"), "w") as f:
     json.dump({"status": "finished", "test": {"test/acc": float(args["model.optimizer.lr"]) * 100}}, f)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +55,26 @@ def write_sweep(tmp_path: Path, name: str = "shared") -> Path:
     script = tmp_path / "trial.py"
     script.write_text(TRIAL)
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": name, "method": "grid", "metric": {"name": "test/acc", "goal": "maximize"},
-        "parameters": {"model.optimizer.lr": {"values": GRID}},
-        "command": ["${env}", "${interpreter}", str(script), "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "${args}"],
-    }, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "method": "grid",
+                "metric": {"name": "test/acc", "goal": "maximize"},
+                "parameters": {"model.optimizer.lr": {"values": GRID}},
+                "command": [
+                    "${env}",
+                    "${interpreter}",
+                    str(script),
+                    "fit",
+                    "--config",
+                    str(EXPERIMENTS / "quickstart.yaml"),
+                    "${args}",
+                ],
+            },
+            sort_keys=False,
+        )
+    )
     return path
 
 
@@ -80,10 +95,25 @@ def test_two_runners_share_one_grid_on_postgresql(postgres_sockets: str, tmp_pat
     for machine in ("a", "b"):  # each its own folder: they share only the database
         logs.append(tmp_path / f"runner-{machine}.log")
         with open(logs[-1], "w") as log:
-            runners.append(subprocess.Popen(
-                [sys.executable, "-m", "vitlight", "sweep", str(sweep), "--storage", url, "--folder", str(tmp_path / machine)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env={**os.environ, "MEET": str(tmp_path / "meet")},
-            ))
+            runners.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "vitlight",
+                        "sweep",
+                        str(sweep),
+                        "--storage",
+                        url,
+                        "--folder",
+                        str(tmp_path / machine),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp_path,
+                    env={**os.environ, "MEET": str(tmp_path / "meet")},
+                )
+            )
     try:
         codes = [runner.wait(timeout=300) for runner in runners]
     finally:
@@ -102,7 +132,10 @@ def test_two_runners_share_one_grid_on_postgresql(postgres_sockets: str, tmp_pat
 
     study_name = json.loads((tmp_path / "a" / "sweep.json").read_text())["id"]
     assert json.loads((tmp_path / "b" / "sweep.json").read_text())["id"] == study_name
-    assert "postgresql+psycopg://postgres@/two_runners" in json.loads((tmp_path / "a" / "sweep.json").read_text())["storage"]
+    assert (
+        "postgresql+psycopg://postgres@/two_runners"
+        in json.loads((tmp_path / "a" / "sweep.json").read_text())["storage"]
+    )
     trials = optuna.load_study(study_name=study_name, storage=open_database(url)).get_trials()
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
@@ -144,18 +177,36 @@ def test_a_folder_kept_on_a_database_refuses_the_journal(tmp_path: Path):
 
     sweep = load_spec(write_sweep(tmp_path, "kept"))
     SweepRunner(sweep, tmp_path / "folder", storage_url=f"sqlite:///{tmp_path / 'sweep.db'}")
-    with pytest.raises(SweepSpecError, match=r"keeps its trials in sqlite:///.*sweep\.db, not optuna\.journal; pass --storage"):
+    with pytest.raises(
+        SweepSpecError, match=r"keeps its trials in sqlite:///.*sweep\.db, not optuna\.journal; pass --storage"
+    ):
         SweepRunner(sweep, tmp_path / "folder")
     assert isinstance(storage(tmp_path / "folder", f"sqlite:///{tmp_path / 'sweep.db'}"), optuna.storages.RDBStorage)
 
 
 def test_a_bad_storage_url_is_one_line(tmp_path: Path):
     sweep = write_sweep(tmp_path, "bad")
-    result = subprocess.run([sys.executable, "-m", "vitlight", "sweep", str(sweep), "--storage", "postgresql+psycopg://nobody:secret@/x?host=/nonexistent"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vitlight",
+            "sweep",
+            str(sweep),
+            "--storage",
+            "postgresql+psycopg://nobody:secret@/x?host=/nonexistent",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("vitlight: error: sweep: cannot open --storage postgresql+psycopg://nobody:***@/x") and "secret" not in line
+    assert (
+        line.startswith("vitlight: error: sweep: cannot open --storage postgresql+psycopg://nobody:***@/x")
+        and "secret" not in line
+    )
     assert not (tmp_path / "runs").exists()  # no sweep folder tied to a URL that does not work
 
 

@@ -13,13 +13,27 @@ from tests.helpers.wandb_records import run_config
 def test_sweep_locked_keys_stay_and_the_resolved_config_is_complete(tmp_path: Path):
     # what W&B's agent hands a trial: the parameters in a file that wandb.init reads and locks
     params = tmp_path / "sweep-params.yaml"
-    params.write_text(yaml.safe_dump({
-        "model.optimizer.lr": {"value": 0.0005},  # a flat dotted name, as the sweep files here use
-        "data": {"value": {"batch_size": 8}},  # a nested block: the locked key holds only the searched part
-    }))
-    result = run_vitlight("fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-                          "--data={'batch_size': 8}", "--model.optimizer.lr=0.0005", "--runs_dir", str(tmp_path / "runs"),
-                          cwd=tmp_path, env={"WANDB_SWEEP_PARAM_PATH": str(params), "WANDB_MODE": "offline"})
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "model.optimizer.lr": {"value": 0.0005},  # a flat dotted name, as the sweep files here use
+                "data": {"value": {"batch_size": 8}},  # a nested block: the locked key holds only the searched part
+            }
+        )
+    )
+    result = run_vitlight(
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--config",
+        str(SMOKE),
+        "--data={'batch_size': 8}",
+        "--model.optimizer.lr=0.0005",
+        "--runs_dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+        env={"WANDB_SWEEP_PARAM_PATH": str(params), "WANDB_MODE": "offline"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "was locked by" not in result.stderr
     (run_file,) = (tmp_path / "runs" / "quickstart").glob("*/wandb/offline-run-*/run-*.wandb")

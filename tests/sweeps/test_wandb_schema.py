@@ -22,8 +22,26 @@ ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 # --- facts of W&B's published schema ----------------------------------------------------------
-TOP_LEVEL = {"apiVersion", "kind", "controller", "description", "program", "job", "image_uri", "entity", "project",
-             "method", "command", "name", "run_cap", "metric", "metrics", "scheduler", "early_terminate", "parameters"}
+TOP_LEVEL = {
+    "apiVersion",
+    "kind",
+    "controller",
+    "description",
+    "program",
+    "job",
+    "image_uri",
+    "entity",
+    "project",
+    "method",
+    "command",
+    "name",
+    "run_cap",
+    "metric",
+    "metrics",
+    "scheduler",
+    "early_terminate",
+    "parameters",
+}
 METHODS = {"bayes", "random", "grid", "custom"}
 METRIC_KEYS = {"name", "goal", "target", "impute", "impute_while_running"}
 PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -34,7 +52,10 @@ NUMBER = (int, float)
 # int_uniform, uniform); the others must name it.
 FORMS: dict[str, tuple[set[str], set[str]]] = {
     "categorical": ({"values"}, {"values", "distribution"}),
-    "categorical_w_probabilities": ({"values", "probabilities", "distribution"}, {"values", "probabilities", "distribution"}),
+    "categorical_w_probabilities": (
+        {"values", "probabilities", "distribution"},
+        {"values", "probabilities", "distribution"},
+    ),
     "constant": ({"value"}, {"value", "distribution"}),
     "int_uniform": ({"min", "max"}, {"min", "max", "distribution"}),
     "uniform": ({"min", "max"}, {"min", "max", "distribution"}),
@@ -69,9 +90,13 @@ def _form_problems(form: str, config: dict[str, Any]) -> list[str]:
         problems.append("distribution must be named")
     if problems:
         return problems
-    if form == "int_uniform" and not all(isinstance(config[k], int) and not isinstance(config[k], bool) for k in ("min", "max")):
+    if form == "int_uniform" and not all(
+        isinstance(config[k], int) and not isinstance(config[k], bool) for k in ("min", "max")
+    ):
         problems.append("int_uniform needs integer min and max")
-    if form in ("categorical", "categorical_w_probabilities") and (not isinstance(config["values"], list) or not config["values"]):
+    if form in ("categorical", "categorical_w_probabilities") and (
+        not isinstance(config["values"], list) or not config["values"]
+    ):
         problems.append("values must be a non-empty list")
     for key in ("min", "max", "mu", "sigma", "q", "a", "b"):
         if key in config and not _is_number(config[key]):
@@ -128,7 +153,9 @@ def schema_violations(config: dict[str, Any]) -> list[str]:
             if not isinstance(setting, dict):
                 violations.append(f"parameter {name!r} is not a mapping")
             elif "parameters" in setting:
-                violations.append(f"parameter {name!r} is a nested block, which `wandb sweep --controller` drops; use flat dotted names")
+                violations.append(
+                    f"parameter {name!r} is a nested block, which `wandb sweep --controller` drops; use flat dotted names"
+                )
             elif not any(not _form_problems(form, setting) for form in FORMS):
                 violations.append(f"parameter {name!r} matches no distribution form: {setting}")
     return violations
@@ -158,11 +185,20 @@ BAD_CONFIGS = {
     "nested block": ({"parameters": {"model": {"parameters": {"lr": {"min": 0.1, "max": 1.0}}}}}, "nested block"),
     "name with a space": ({"parameters": {"model lr": {"values": [1]}}}, "does not match"),
     "unknown setting": ({"parameters": {"lr": {"min": 0.1, "max": 1.0, "step": 2}}}, "matches no distribution"),
-    "log values from zero": ({"parameters": {"lr": {"distribution": "log_uniform_values", "min": 0, "max": 1}}}, "matches no distribution"),
+    "log values from zero": (
+        {"parameters": {"lr": {"distribution": "log_uniform_values", "min": 0, "max": 1}}},
+        "matches no distribution",
+    ),
     "unnamed log distribution": ({"parameters": {"lr": {"mu": 0, "sigma": 1}}}, "matches no distribution"),
     "unknown top-level key": ({"parameters": {"lr": {"values": [1]}}, "image": "x"}, "unknown top-level key"),
-    "hyperband without min_iter": ({"parameters": {"lr": {"values": [1]}}, "early_terminate": {"type": "hyperband", "eta": 3}}, "min_iter"),
-    "eta of 1": ({"parameters": {"lr": {"values": [1]}}, "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 1}}, "eta"),
+    "hyperband without min_iter": (
+        {"parameters": {"lr": {"values": [1]}}, "early_terminate": {"type": "hyperband", "eta": 3}},
+        "min_iter",
+    ),
+    "eta of 1": (
+        {"parameters": {"lr": {"values": [1]}}, "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 1}},
+        "eta",
+    ),
     "run_cap 0": ({"parameters": {"lr": {"values": [1]}}, "run_cap": 0}, "run_cap"),
 }
 
@@ -179,6 +215,12 @@ def test_flat_names_reach_vitlight_as_the_agent_passes_them():
     """W&B's agent passes a flat dotted name as `--model.optimizer.lr=V`; vitlight's parser takes it."""
     from vitlight.sweeps.keys import fit_problem
 
-    argv = ["fit", "--config", str(ROOT / "experiments" / "vit_ti4_cifar10.yaml"), "--model.optimizer.lr=0.001",
-            "--model.optimizer.weight_decay=0.01", "--model.lr_scheduler.warmup_fraction=0.1"]
+    argv = [
+        "fit",
+        "--config",
+        str(ROOT / "experiments" / "vit_ti4_cifar10.yaml"),
+        "--model.optimizer.lr=0.001",
+        "--model.optimizer.weight_decay=0.01",
+        "--model.lr_scheduler.warmup_fraction=0.1",
+    ]
     assert fit_problem(argv) is None

@@ -19,8 +19,14 @@ TINY_VIT = {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
 
 def tiny_vit(num_classes: int = 4, image_size: int = 16, **kwargs) -> ImageClassifier:
-    return ImageClassifier(model_name="vit_tiny_patch16_224", model_kwargs=TINY_VIT, num_classes=num_classes,
-                           image_size=image_size, channels=3, **kwargs)
+    return ImageClassifier(
+        model_name="vit_tiny_patch16_224",
+        model_kwargs=TINY_VIT,
+        num_classes=num_classes,
+        image_size=image_size,
+        channels=3,
+        **kwargs,
+    )
 
 
 def separable_loader(num_classes: int = 4, size: int = 16, count: int = 64) -> DataLoader:
@@ -33,8 +39,14 @@ def separable_loader(num_classes: int = 4, size: int = 16, count: int = 64) -> D
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:
-    return L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, accelerator="cpu", **kwargs)
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **kwargs,
+    )
 
 
 def test_unknown_timm_name_lists_close_names():
@@ -44,7 +56,9 @@ def test_unknown_timm_name_lists_close_names():
 
 def test_image_size_not_divisible_by_patch_size():
     with pytest.raises(ConfigError, match="30 is not divisible by .*patch_size 4"):
-        ImageClassifier(model_name="vit_tiny_patch16_224", model_kwargs={"patch_size": 4}, num_classes=10, image_size=30)
+        ImageClassifier(
+            model_name="vit_tiny_patch16_224", model_kwargs={"patch_size": 4}, num_classes=10, image_size=30
+        )
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d", "resnetv2_50x1_bit"])
@@ -71,9 +85,19 @@ def _names(module, group):
 def test_weight_decay_skips_position_embeddings_class_token_norms_and_biases():
     model = tiny_vit()
     decay, no_decay = weight_decay_groups(model.backbone)
-    assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay  # the decaying group takes the optimizer's value
+    assert (
+        no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
+    )  # the decaying group takes the optimizer's value
     skipped, decayed = _names(model.backbone, no_decay), _names(model.backbone, decay)
-    assert {"pos_embed", "cls_token", "norm.weight", "norm.bias", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias", "head.bias"} <= skipped
+    assert {
+        "pos_embed",
+        "cls_token",
+        "norm.weight",
+        "norm.bias",
+        "blocks.0.norm1.weight",
+        "blocks.0.attn.qkv.bias",
+        "head.bias",
+    } <= skipped
     assert {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.0.mlp.fc1.weight", "head.weight"} <= decayed
     assert skipped.isdisjoint(decayed) and skipped | decayed == {name for name, _ in model.backbone.named_parameters()}
 
@@ -91,7 +115,9 @@ def test_warmup_then_cosine():
     assert all(a >= b for a, b in zip(rates[4:], rates[5:]))
 
 
-@pytest.mark.parametrize("extra", [{}, {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "label_smoothing": 0.1}, {"ema_decay": 0.9}])
+@pytest.mark.parametrize(
+    "extra", [{}, {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "label_smoothing": 0.1}, {"ema_decay": 0.9}]
+)
 def test_trains_and_learns(extra: dict):
     torch.manual_seed(0)
     model = tiny_vit(optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3), lr_scheduler=None, **extra)
@@ -154,14 +180,17 @@ def test_fine_tune_from_safetensors(tmp_path: Path):
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path):
-    checkpoint = save_backbone(ImageClassifier(model_name="resnet18", num_classes=4, image_size=16), tmp_path / "r.ckpt")
+    checkpoint = save_backbone(
+        ImageClassifier(model_name="resnet18", num_classes=4, image_size=16), tmp_path / "r.ckpt"
+    )
     with pytest.raises(CheckpointError, match="lacks .* of the model's weights"):
         load_backbone_weights(tiny_vit().backbone, checkpoint)
 
 
 def test_checkpoint_with_other_shapes_is_refused(tmp_path: Path):
-    wider = ImageClassifier(model_name="vit_tiny_patch16_224", model_kwargs={**TINY_VIT, "embed_dim": 48},
-                            num_classes=4, image_size=16)
+    wider = ImageClassifier(
+        model_name="vit_tiny_patch16_224", model_kwargs={**TINY_VIT, "embed_dim": 48}, num_classes=4, image_size=16
+    )
     checkpoint = save_backbone(wider, tmp_path / "wide.ckpt")
     with pytest.raises(CheckpointError, match="does not fit the model"):
         tiny_vit(checkpoint_path=str(checkpoint))

@@ -41,13 +41,25 @@ def _fit(tmp_path, base_batch_size: int | None, accumulate: int, scheduler=None)
     folder = write_image_folder(tmp_path / "images", per_class=8, size=8)
     data = ImageFolder(data_dir=str(folder), image_size=8, batch_size=4, num_workers=0, val_fraction=0.2)
     model = ImageClassifier(
-        model_name="vit_tiny_patch16_224", model_kwargs=TINY, num_classes=3, image_size=8,
+        model_name="vit_tiny_patch16_224",
+        model_kwargs=TINY,
+        num_classes=3,
+        image_size=8,
         optimizer=lambda params: torch.optim.AdamW(params, lr=5e-4, weight_decay=0.05),
-        lr_scheduler=scheduler, base_batch_size=base_batch_size,
+        lr_scheduler=scheduler,
+        base_batch_size=base_batch_size,
     )
     recorder = HyperparameterRecorder()
-    trainer = L.Trainer(max_steps=1, accumulate_grad_batches=accumulate, logger=recorder, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=1,
+        accumulate_grad_batches=accumulate,
+        logger=recorder,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+    )
     trainer.fit(model, datamodule=data)
     return trainer, recorder
 
@@ -61,7 +73,9 @@ def test_deit_rule_scales_by_the_global_batch_and_logs_it(tmp_path):
 
 
 def test_the_schedule_starts_from_the_scaled_rate(tmp_path):
-    trainer, _ = _fit(tmp_path, base_batch_size=16, accumulate=1, scheduler=lambda opt: WarmupCosine(opt, total_steps=100))
+    trainer, _ = _fit(
+        tmp_path, base_batch_size=16, accumulate=1, scheduler=lambda opt: WarmupCosine(opt, total_steps=100)
+    )
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.base_lrs[0] == pytest.approx(5e-4 * 4 / 16)
 

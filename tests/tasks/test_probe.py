@@ -17,7 +17,9 @@ def seeded():
     torch.manual_seed(0)
 
 
-def blobs(n: int, centres: torch.Tensor, spread: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def blobs(
+    n: int, centres: torch.Tensor, spread: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     labels = torch.arange(n) % len(centres)
     return centres[labels] + spread * torch.randn(n, centres.shape[1], generator=generator), labels
 
@@ -48,14 +50,20 @@ def test_logistic_regression_l2_is_chosen_on_validation():
 
 
 def igpt() -> PixelPretrainer:
-    model = PixelPretrainer(preset="igpt-tiny", n_layer=3, palette_size=8, image_size=4, channels=1, num_classes=2).eval()
+    model = PixelPretrainer(
+        preset="igpt-tiny", n_layer=3, palette_size=8, image_size=4, channels=1, num_classes=2
+    ).eval()
     model.set_palette(Palette.grey(8))
     return model
 
 
 def vit() -> ImageClassifier:
     return ImageClassifier(
-        model_name="vit_tiny_patch16_224", num_classes=2, image_size=16, channels=3, lr_scheduler=None,
+        model_name="vit_tiny_patch16_224",
+        num_classes=2,
+        image_size=16,
+        channels=3,
+        lr_scheduler=None,
         model_kwargs={"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2},
     ).eval()
 

@@ -82,8 +82,15 @@ def test_each_format_fine_tunes_at_a_new_resolution_with_a_new_head(tmp_path: Pa
     path = write(state, tmp_path, suffix)
     target = vit(image_size=64, num_classes=10, checkpoint_path=str(path)).backbone  # 8x8 grid, 10 classes
     loaded = target.state_dict()
-    for name in ("patch_embed.proj.weight", "cls_token", "blocks.0.attn.qkv.weight", "blocks.1.attn.proj.weight",
-                 "blocks.1.mlp.fc2.bias", "blocks.0.norm2.weight", "norm.bias"):
+    for name in (
+        "patch_embed.proj.weight",
+        "cls_token",
+        "blocks.0.attn.qkv.weight",
+        "blocks.1.attn.proj.weight",
+        "blocks.1.mlp.fc2.bias",
+        "blocks.0.norm2.weight",
+        "norm.bias",
+    ):
         assert torch.allclose(loaded[name], state[name], atol=1e-6), name
     assert loaded["pos_embed"].shape == (1, 1 + 64, 32)
     # timm's .npz reader interpolates bilinearly without antialiasing; the state-dict path uses timm's defaults
@@ -106,7 +113,12 @@ def test_npz_errors_are_one_line(tmp_path: Path):
         vit(image_size=32, num_classes=3, checkpoint_path=str(tmp_path / "other.npz"))
     assert "\n" not in str(error.value)
     with pytest.raises(CheckpointError, match="VisionTransformer"):
-        ImageClassifier(model_name="resnet18", num_classes=3, image_size=32, checkpoint_path=str(write(source_state(), tmp_path, ".npz")))
+        ImageClassifier(
+            model_name="resnet18",
+            num_classes=3,
+            image_size=32,
+            checkpoint_path=str(write(source_state(), tmp_path, ".npz")),
+        )
 
 
 @pytest.mark.parametrize("name", ["vit_tiny_patch16_224.augreg_in21k", "vit_tiny_patch16_384.augreg_in21k_ft_in1k"])

@@ -20,11 +20,27 @@ NO_CLASS_TOKEN = {**TINY_VIT, "class_token": False, "global_pool": "avg"}
 
 
 def _fit(data_dir: Path, runs_dir: Path, model_kwargs: dict) -> Path:
-    code = main([
-        "fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), "--config", str(SMOKE),
-        "--data", "ImageFolder", "--data.data_dir", str(data_dir), "--data.num_workers", "0",
-        "--data.image_size", "16", "--model.model_kwargs", json.dumps(model_kwargs), "--runs_dir", str(runs_dir),
-    ])
+    code = main(
+        [
+            "fit",
+            "--config",
+            str(EXPERIMENTS / "quickstart.yaml"),
+            "--config",
+            str(SMOKE),
+            "--data",
+            "ImageFolder",
+            "--data.data_dir",
+            str(data_dir),
+            "--data.num_workers",
+            "0",
+            "--data.image_size",
+            "16",
+            "--model.model_kwargs",
+            json.dumps(model_kwargs),
+            "--runs_dir",
+            str(runs_dir),
+        ]
+    )
     assert code == 0
     (checkpoint,) = runs_dir.glob("*/*/checkpoints/last.ckpt")
     return checkpoint
@@ -104,13 +120,25 @@ def test_errors_are_one_line_with_exit_code_2(checkpoints, tmp_path: Path, capsy
     blocker.write_text("x")
     vit = str(checkpoints["vit"])
     cases = [
-        (["--ckpt", vit, "--images", str(tmp_path / "missing.png"), "--out", "o"], "'" + str(tmp_path / "missing.png") + "' does not exist"),
+        (
+            ["--ckpt", vit, "--images", str(tmp_path / "missing.png"), "--out", "o"],
+            "'" + str(tmp_path / "missing.png") + "' does not exist",
+        ),
         (["--ckpt", vit, "--images", str(broken), "--out", "o"], "cannot read image"),
         (["--ckpt", str(checkpoints["pooled"]), "--images", str(good), "--out", "o"], "class token"),
-        (["--ckpt", vit, "--images", str(good), "--out", str(blocker / "sub" / "deeper")], "cannot create the output folder"),
+        (
+            ["--ckpt", vit, "--images", str(good), "--out", str(blocker / "sub" / "deeper")],
+            "cannot create the output folder",
+        ),
         (["--ckpt", vit, "--images", str(good), "--out", str(blocker)], "is a file, not a folder"),
-        (["--ckpt", vit, "--images", str(good), str(_image(tmp_path / "x" / "good.png")), "--out", "o"], "would both be written"),
-        (["--ckpt", vit, "--images", str(good), "--out", "o", "--discard_ratio", "1"], "invalid --discard_ratio 1.0: it must be in [0, 1)"),
+        (
+            ["--ckpt", vit, "--images", str(good), str(_image(tmp_path / "x" / "good.png")), "--out", "o"],
+            "would both be written",
+        ),
+        (
+            ["--ckpt", vit, "--images", str(good), "--out", "o", "--discard_ratio", "1"],
+            "invalid --discard_ratio 1.0: it must be in [0, 1)",
+        ),
         (["--ckpt", vit, "--images", str(good), "--out", "o", "--head_fusion", "sum"], "invalid choice"),
         (["--ckpt", vit, "--images", str(good), "--out", "o", "--bogus"], "unknown flag '--bogus'"),
         (["--ckpt", str(tmp_path / "none.ckpt"), "--images", str(good), "--out", "o"], "does not exist"),

@@ -16,7 +16,12 @@ from tests.helpers.wandb_records import read_records
 from vitlight.cli import main
 
 TINY_VIT = {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
-VIT_FILES = {"patch_embedding_components", "position_embedding_similarity", "mean_attention_distance", "attention_rollout"}
+VIT_FILES = {
+    "patch_embedding_components",
+    "position_embedding_similarity",
+    "mean_attention_distance",
+    "attention_rollout",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +39,81 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         vit_images = write_image_folder(root / "images16", per_class=12, size=16)
         igpt_images = write_image_folder(root / "images8", per_class=16, size=8)
         runs = root / "runs"
-        common = ["--config", str(SMOKE), "--runs_dir", str(runs), "--trainer.enable_progress_bar", "false", "--data", "ImageFolder",
-                  "--data.num_workers", "0"]
-        assert main(["fit", "--config", str(EXPERIMENTS / "quickstart.yaml"), *common, "--data.data_dir", str(vit_images),
-                     "--data.image_size", "16", "--model.model_kwargs", json.dumps(TINY_VIT)]) == 0
-        assert main(["fit", "--config", str(EXPERIMENTS / "igpt_tiny_quickstart.yaml"), *common, "--data.data_dir", str(igpt_images),
-                     "--data.image_size", "8", "--data.val_fraction", "0.25", "--model.init_args.palette_pixels", "5000"]) == 0
+        common = [
+            "--config",
+            str(SMOKE),
+            "--runs_dir",
+            str(runs),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data",
+            "ImageFolder",
+            "--data.num_workers",
+            "0",
+        ]
+        assert (
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(EXPERIMENTS / "quickstart.yaml"),
+                    *common,
+                    "--data.data_dir",
+                    str(vit_images),
+                    "--data.image_size",
+                    "16",
+                    "--model.model_kwargs",
+                    json.dumps(TINY_VIT),
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(EXPERIMENTS / "igpt_tiny_quickstart.yaml"),
+                    *common,
+                    "--data.data_dir",
+                    str(igpt_images),
+                    "--data.image_size",
+                    "8",
+                    "--data.val_fraction",
+                    "0.25",
+                    "--model.init_args.palette_pixels",
+                    "5000",
+                ]
+            )
+            == 0
+        )
         igpt = next(runs.glob("igpt_tiny_quickstart/*/checkpoints/last.ckpt"))
-        assert main(["probe", "--ckpt", str(igpt), "--runs_dir", str(runs), "--l2", "1e-2", "--max_iter", "20", "--baseline", "none"]) == 0
+        assert (
+            main(
+                [
+                    "probe",
+                    "--ckpt",
+                    str(igpt),
+                    "--runs_dir",
+                    str(runs),
+                    "--l2",
+                    "1e-2",
+                    "--max_iter",
+                    "20",
+                    "--baseline",
+                    "none",
+                ]
+            )
+            == 0
+        )
         torch.set_num_threads(threads)
-    return {"vit": next(runs.glob("quickstart/*/checkpoints/last.ckpt")), "igpt": igpt, "runs": runs,
-            "vit_images": vit_images, "igpt_images": igpt_images}
+    return {
+        "vit": next(runs.glob("quickstart/*/checkpoints/last.ckpt")),
+        "igpt": igpt,
+        "runs": runs,
+        "vit_images": vit_images,
+        "igpt_images": igpt_images,
+    }
 
 
 def _written(out: Path) -> set[str]:
@@ -71,7 +140,10 @@ def _error_line(capsys) -> str:
 
 def test_a_vit_checkpoint_gets_fig7_and_rollout_and_a_wandb_run(made, tmp_path: Path):
     out = tmp_path / "out"
-    assert main(["figures", "--ckpt", str(made["vit"]), "--out", str(out), "--n_images", "6", "--rollout_images", "3"]) == 0
+    assert (
+        main(["figures", "--ckpt", str(made["vit"]), "--out", str(out), "--n_images", "6", "--rollout_images", "3"])
+        == 0
+    )
     index = _expect(out, VIT_FILES)
     assert index["kind"] == "vit" and index["skipped"] == {}
     distance = json.loads((out / "mean_attention_distance.json").read_text())
@@ -87,15 +159,21 @@ def test_a_vit_checkpoint_gets_fig7_and_rollout_and_a_wandb_run(made, tmp_path: 
     # W&B offline (no credentials): the four figures as images, the distances as a table
     (run,) = (out / "wandb").glob("offline-run-*")
     assert len(list((run / "files" / "media" / "images").rglob("*.png"))) == 4
-    keys = {item.key or "/".join(item.nested_key[:1]) for record in read_records(next(run.glob("run-*.wandb")))
-            if record.WhichOneof("record_type") == "history" for item in record.history.item}
+    keys = {
+        item.key or "/".join(item.nested_key[:1])
+        for record in read_records(next(run.glob("run-*.wandb")))
+        if record.WhichOneof("record_type") == "history"
+        for item in record.history.item
+    }
     assert {"figures/mean_attention_distance", "figures/attention_distance_table"} <= keys
 
 
 def test_an_igpt_checkpoint_gets_completions_and_its_probe_curve(made, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     out = tmp_path / "out"
-    assert main(["figures", "--ckpt", str(made["igpt"]), "--out", str(out), "--completions", "3", "--samples", "2"]) == 0
+    assert (
+        main(["figures", "--ckpt", str(made["igpt"]), "--out", str(out), "--completions", "3", "--samples", "2"]) == 0
+    )
     _expect(out, {"completions", "probe_accuracy"})
     probe = json.loads((out / "probe_accuracy.json").read_text())
     assert [row["layer"] for row in probe["layers"]] == list(range(len(probe["layers"]))) and probe["layers"]
@@ -133,15 +211,37 @@ def test_a_timm_model_name_gets_fig7_and_with_data_the_image_figures(made, tmp_p
     index = _expect(alone, {"patch_embedding_components", "position_embedding_similarity"})
     assert set(index["skipped"]) == {"mean_attention_distance", "attention_rollout"}
     with_data = tmp_path / "with_data"
-    assert main(["figures", "--ckpt", "vit_tiny_patch16_224", "--out", str(with_data), "--n_images", "4", "--rollout_images", "2",
-                 "--data", "ImageFolder", "--data.data_dir", str(made["vit_images"]), "--data.num_workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "figures",
+                "--ckpt",
+                "vit_tiny_patch16_224",
+                "--out",
+                str(with_data),
+                "--n_images",
+                "4",
+                "--rollout_images",
+                "2",
+                "--data",
+                "ImageFolder",
+                "--data.data_dir",
+                str(made["vit_images"]),
+                "--data.num_workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     _expect(with_data, VIT_FILES)
 
 
 def test_a_timm_name_offline_fails_in_one_line_and_writes_nothing(tmp_path: Path, capsys, monkeypatch):
     import huggingface_hub.constants
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: the env variable is too late
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_OFFLINE", True
+    )  # read at import: the env variable is too late
     out = tmp_path / "out"
     assert main(["figures", "--ckpt", "vit_tiny_patch16_224.augreg_in21k", "--out", str(out)]) == 2
     line = _error_line(capsys)

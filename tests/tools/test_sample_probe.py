@@ -30,16 +30,38 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         patch.setenv("WANDB_MODE", "disabled")
         patch.chdir(root)
         torch.set_num_threads(1)
-        code = main([
-            "fit", "--config", str(QUICKSTART), "--config", str(SMOKE),
-            "--data", "ImageFolder", "--data.data_dir", str(folder), "--data.image_size", "8",
-            "--data.val_fraction", "0.25", "--model.init_args.palette_pixels", "5000",
-            "--runs_dir", str(root / "runs"), "--trainer.enable_progress_bar", "false",
-        ])
+        code = main(
+            [
+                "fit",
+                "--config",
+                str(QUICKSTART),
+                "--config",
+                str(SMOKE),
+                "--data",
+                "ImageFolder",
+                "--data.data_dir",
+                str(folder),
+                "--data.image_size",
+                "8",
+                "--data.val_fraction",
+                "0.25",
+                "--model.init_args.palette_pixels",
+                "5000",
+                "--runs_dir",
+                str(root / "runs"),
+                "--trainer.enable_progress_bar",
+                "false",
+            ]
+        )
         torch.set_num_threads(threads)
     assert code == 0
     run_folder = next((root / "runs" / "igpt_tiny_quickstart").iterdir())
-    return {"root": root, "folder": folder, "run": run_folder, "ckpt": next((run_folder / "checkpoints").glob("best-*.ckpt"))}
+    return {
+        "root": root,
+        "folder": folder,
+        "run": run_folder,
+        "ckpt": next((run_folder / "checkpoints").glob("best-*.ckpt")),
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +84,10 @@ def test_checkpoint_holds_the_palette_and_loads_weights_only(run):
 
 def test_sample_writes_a_completion_grid(run, tmp_path):
     out = tmp_path / "grid"
-    assert main(["sample", "--ckpt", str(run["ckpt"]), "--n", "3", "--samples", "2", "--top_k", "4", "--out", str(out)]) == 0
+    assert (
+        main(["sample", "--ckpt", str(run["ckpt"]), "--n", "3", "--samples", "2", "--top_k", "4", "--out", str(out)])
+        == 0
+    )
     grid = np.asarray(Image.open(out / "completions.png"))
     tile = 64 + 2  # 8 px images enlarged 8x, 2 px gaps
     assert grid.shape[0] == 3 * tile + 2  # one row per image
@@ -98,7 +123,10 @@ def test_sample_and_probe_refuse_a_palette_mismatch(run, tmp_path, capsys):
 
 
 def test_probe_reaches_near_perfect_accuracy_on_separable_classes(run, tmp_path):
-    assert main(["probe", "--ckpt", str(run["ckpt"]), "--layers", "all", "--runs_dir", str(tmp_path), "--l2", "1e-3,1e-1"]) == 0
+    assert (
+        main(["probe", "--ckpt", str(run["ckpt"]), "--layers", "all", "--runs_dir", str(tmp_path), "--l2", "1e-3,1e-1"])
+        == 0
+    )
     folder = next((tmp_path / "probe_igpt_tiny_quickstart").iterdir())
     summary = json.loads((folder / "summary.json").read_text())
     assert [row["layer"] for row in summary["layers"]] == [0, 1, 2, 3]
@@ -133,7 +161,19 @@ def test_probe_works_on_a_vit_checkpoint(run, tmp_path, monkeypatch):
     config = tmp_path / "tiny_vit.yaml"
     config.write_text(VIT_CONFIG.format(trainer=EXPERIMENTS / "_trainer.yaml", data_dir=run["folder"]))
     runs = tmp_path / "runs"
-    code = main(["fit", "--config", str(config), "--config", str(SMOKE), "--runs_dir", str(runs), "--trainer.enable_progress_bar", "false"])
+    code = main(
+        [
+            "fit",
+            "--config",
+            str(config),
+            "--config",
+            str(SMOKE),
+            "--runs_dir",
+            str(runs),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     assert code == 0
     checkpoint = next((runs / "tiny_vit").glob("*/checkpoints/best-*.ckpt"))
     assert main(["probe", "--ckpt", str(checkpoint), "--pool", "cls", "--runs_dir", str(runs), "--l2", "1e-2"]) == 0

@@ -98,7 +98,9 @@ class AttentionRolloutLogger(Callback):
         if num_images < 1:
             raise ConfigError(f"AttentionRolloutLogger num_images must be at least 1, got {num_images}")
         if head_fusion not in HEAD_FUSIONS:
-            raise ConfigError(f"AttentionRolloutLogger head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
+            raise ConfigError(
+                f"AttentionRolloutLogger head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}"
+            )
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
         self.head_fusion = head_fusion

@@ -29,8 +29,9 @@ def patch_distances(grid: tuple[int, int], patch_size: tuple[int, int]) -> Tenso
     return torch.cdist(centres, centres)
 
 
-def mean_distance_from_attentions(attentions: list[Tensor], grid: tuple[int, int], patch_size: tuple[int, int],
-                                  num_prefix_tokens: int) -> Tensor:
+def mean_distance_from_attentions(
+    attentions: list[Tensor], grid: tuple[int, int], patch_size: tuple[int, int], num_prefix_tokens: int
+) -> Tensor:
     """The pure computation on attention probabilities; sums, not means, over images.
 
     Args:
@@ -47,9 +48,15 @@ def mean_distance_from_attentions(attentions: list[Tensor], grid: tuple[int, int
     patches = distances.shape[0]
     rows = []
     for layer, attention in enumerate(attentions):
-        if attention.dim() != 4 or attention.shape[-1] != num_prefix_tokens + patches or attention.shape[-2] != attention.shape[-1]:
-            raise ValueError(f"attention {layer} has shape {tuple(attention.shape)}; expected (B, heads, {num_prefix_tokens + patches}, "
-                             f"{num_prefix_tokens + patches}) for {num_prefix_tokens} prefix tokens and a {grid[0]}x{grid[1]} grid")
+        if (
+            attention.dim() != 4
+            or attention.shape[-1] != num_prefix_tokens + patches
+            or attention.shape[-2] != attention.shape[-1]
+        ):
+            raise ValueError(
+                f"attention {layer} has shape {tuple(attention.shape)}; expected (B, heads, {num_prefix_tokens + patches}, "
+                f"{num_prefix_tokens + patches}) for {num_prefix_tokens} prefix tokens and a {grid[0]}x{grid[1]} grid"
+            )
         patch_to_patch = attention[:, :, num_prefix_tokens:, num_prefix_tokens:].double()  # (B, heads, N, N)
         weights = patch_to_patch / patch_to_patch.sum(dim=-1, keepdim=True).clamp_min(1e-30)
         per_query = (weights * distances.to(weights.device)).sum(dim=-1)  # (B, heads, N) pixels
@@ -79,7 +86,7 @@ def mean_attention_distance(model: nn.Module, images: Tensor, batch_size: int = 
     prefix = int(getattr(vit, "num_prefix_tokens", 1))
     total = None
     for start in range(0, images.shape[0], batch_size):
-        attentions = capture_attentions(vit, images[start:start + batch_size])
+        attentions = capture_attentions(vit, images[start : start + batch_size])
         part = mean_distance_from_attentions(attentions, grid, patch_size, prefix)
         total = part if total is None else total + part
     return (total / images.shape[0]).float()

@@ -27,7 +27,9 @@ def _patch_filters(model: nn.Module) -> Tensor:
     """The linear patch embedding as a float64 matrix (D, C*P*P): one row per embedding dimension."""
     proj = getattr(getattr(model, "patch_embed", None), "proj", None)
     if not isinstance(proj, nn.Conv2d) or tuple(proj.kernel_size) != tuple(proj.stride):
-        raise ValueError(f"{_name(model)} has no linear patch embedding (patch_embed.proj, a Conv2d with stride = kernel)")
+        raise ValueError(
+            f"{_name(model)} has no linear patch embedding (patch_embed.proj, a Conv2d with stride = kernel)"
+        )
     return proj.weight.detach().double().flatten(1).cpu()
 
 
@@ -81,7 +83,9 @@ def _patch_position_embeddings(model: nn.Module) -> Tensor:
     # timm adds prefix-token positions unless no_embed_class; then only the patches have one
     prefix = 0 if getattr(model, "no_embed_class", False) else int(getattr(model, "num_prefix_tokens", 0))
     if patches is not None and pos.shape[0] - prefix != patches:
-        raise ValueError(f"{_name(model)}: pos_embed has {pos.shape[0]} rows, expected {patches} patches + {prefix} prefix tokens")
+        raise ValueError(
+            f"{_name(model)}: pos_embed has {pos.shape[0]} rows, expected {patches} patches + {prefix} prefix tokens"
+        )
     return pos[prefix:]
 
 

@@ -33,8 +33,12 @@ from vitlight.analysis.model_input import model_input
 from vitlight.errors import ConfigError
 
 PREFIX = "fig7"
-KEYS = (f"{PREFIX}/patch_embedding_components", f"{PREFIX}/position_embedding_similarity",
-        f"{PREFIX}/mean_attention_distance", f"{PREFIX}/attention_distance_table")
+KEYS = (
+    f"{PREFIX}/patch_embedding_components",
+    f"{PREFIX}/position_embedding_similarity",
+    f"{PREFIX}/mean_attention_distance",
+    f"{PREFIX}/attention_distance_table",
+)
 
 __all__ = ["Fig7Logger", "KEYS"]
 
@@ -87,7 +91,9 @@ class Fig7Logger(Callback):
             self._disable("no validation images to measure attention distances on")
             return False
         items = [dataset[index] for index in range(min(self.num_images, len(dataset)))]
-        if not all(isinstance(item, (tuple, list)) and isinstance(item[0], Tensor) and item[0].dim() == 3 for item in items):
+        if not all(
+            isinstance(item, (tuple, list)) and isinstance(item[0], Tensor) and item[0].dim() == 3 for item in items
+        ):
             self._disable("validation items must be (image (C, H, W), label)")
             return False
         self._images = torch.stack([item[0] for item in items]).cpu()
@@ -116,8 +122,16 @@ class Fig7Logger(Callback):
         for logger in loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
-    def _media(self, trainer: L.Trainer, model, components: Tensor, explained: Tensor, similarity: Tensor,
-               distance: Tensor, image_size: tuple[int, int]) -> dict:
+    def _media(
+        self,
+        trainer: L.Trainer,
+        model,
+        components: Tensor,
+        explained: Tensor,
+        similarity: Tensor,
+        distance: Tensor,
+        image_size: tuple[int, int],
+    ) -> dict:
         import wandb
 
         epoch = trainer.current_epoch
@@ -125,8 +139,15 @@ class Fig7Logger(Callback):
             where = Path(folder)
             paths = (
                 plot_components(components, explained, f"patch-embedding PCA, epoch {epoch}", where / "components.png"),
-                plot_position_similarity(similarity, patch_grid(model), f"position embedding similarity, epoch {epoch}", where / "similarity.png"),
-                plot_attention_distance(distance, image_size, f"mean attention distance, epoch {epoch}", where / "distance.png"),
+                plot_position_similarity(
+                    similarity,
+                    patch_grid(model),
+                    f"position embedding similarity, epoch {epoch}",
+                    where / "similarity.png",
+                ),
+                plot_attention_distance(
+                    distance, image_size, f"mean attention distance, epoch {epoch}", where / "distance.png"
+                ),
             )
             # pixels, not paths: W&B copies a file only when the run logs it, after the folder is gone
             images = [wandb.Image(_pixels(path)) for path in paths]

@@ -104,5 +104,5 @@ def tile_images(images: list[np.ndarray], columns: int, gap: int = 2) -> np.ndar
     canvas = np.full((rows * (height + gap) + gap, columns * (width + gap) + gap, 3), 255, np.uint8)
     for index, image in enumerate(images):
         top, left = gap + (index // columns) * (height + gap), gap + (index % columns) * (width + gap)
-        canvas[top:top + height, left:left + width] = image
+        canvas[top : top + height, left : left + width] = image
     return canvas

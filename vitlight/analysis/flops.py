@@ -90,9 +90,7 @@ def _meta_state(model: nn.Module) -> dict[str, Tensor]:
         name: torch.empty_like(p, device="meta").requires_grad_(p.requires_grad)
         for name, p in model.named_parameters(remove_duplicate=False)
     }
-    state.update(
-        {name: torch.empty_like(b, device="meta") for name, b in model.named_buffers(remove_duplicate=False)}
-    )
+    state.update({name: torch.empty_like(b, device="meta") for name, b in model.named_buffers(remove_duplicate=False)})
     return state
 
 

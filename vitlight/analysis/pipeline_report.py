@@ -62,9 +62,14 @@ def igpt_flops_per_image(model_args: dict[str, Any], image_size: int) -> int | N
         return None
     layers, width, heads = IGPT_PRESETS[preset]
     tokens = image_size * image_size
-    config = IGPTConfig(vocab_size=int(model_args.get("palette_size") or 512), n_positions=int(model_args.get("n_positions") or tokens),
-                        n_layer=int(model_args.get("n_layer") or layers), n_embd=int(model_args.get("n_embd") or width),
-                        n_head=int(model_args.get("n_head") or heads), causal=model_args.get("objective", "autoregressive") == "autoregressive")
+    config = IGPTConfig(
+        vocab_size=int(model_args.get("palette_size") or 512),
+        n_positions=int(model_args.get("n_positions") or tokens),
+        n_layer=int(model_args.get("n_layer") or layers),
+        n_embd=int(model_args.get("n_embd") or width),
+        n_head=int(model_args.get("n_head") or heads),
+        causal=model_args.get("objective", "autoregressive") == "autoregressive",
+    )
     with torch.device("meta"):
         model = ImageGPT(config)
         example = torch.zeros(1, tokens, dtype=torch.long)
@@ -84,8 +89,15 @@ def _pretrain_compute(pretrain_dir: Path) -> tuple[int | None, int | None]:
         if "preset" in model_args and image_size:
             per_image = igpt_flops_per_image(model_args, int(image_size))
         elif model_args.get("model_name") and image_size and classes:
-            per_image = flops_per_image(model_args["model_name"], json.dumps(model_args.get("model_kwargs") or {}, sort_keys=True),
-                                        bool(model_args.get("cifar_stem")), int(image_size), int(classes), int(data.get("channels") or 3), False)
+            per_image = flops_per_image(
+                model_args["model_name"],
+                json.dumps(model_args.get("model_kwargs") or {}, sort_keys=True),
+                bool(model_args.get("cifar_stem")),
+                int(image_size),
+                int(classes),
+                int(data.get("channels") or 3),
+                False,
+            )
     except Exception:  # a model the counter cannot build on meta: no compute axis for it
         per_image = None
     return images_seen(summary, config), per_image
@@ -104,12 +116,23 @@ def collect_pipelines(root: Path) -> list[PipelineRecord]:
         model = summary.get("model") or {}
         pretrain_dir = ((summary.get("stages") or {}).get("pretrain") or {}).get("run_dir")
         seen, per_image = _pretrain_compute(Path(pretrain_dir)) if pretrain_dir else (None, None)
-        metrics = {k: float(v) for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        records.append(PipelineRecord(
-            run_dir=str(path.parent), model=str(model.get("model_name") or model.get("class") or "?"),
-            parameters=model.get("parameters"), train_size=summary.get("train_size"), seed=summary.get("seed"),
-            metrics=metrics, images_seen=seen, flops_per_image=per_image,
-        ))
+        metrics = {
+            k: float(v)
+            for k, v in (summary.get("metrics") or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        records.append(
+            PipelineRecord(
+                run_dir=str(path.parent),
+                model=str(model.get("model_name") or model.get("class") or "?"),
+                parameters=model.get("parameters"),
+                train_size=summary.get("train_size"),
+                seed=summary.get("seed"),
+                metrics=metrics,
+                images_seen=seen,
+                flops_per_image=per_image,
+            )
+        )
     return records
 
 
@@ -117,8 +140,11 @@ def _plot(records: list[PipelineRecord], metric: str, x_of, x_label: str, title:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.4))
     for size in sorted({r.train_size for r in records}, key=lambda s: (s is None, s)):
-        points = sorted((x_of(r), r.metrics[metric], r.model) for r in records
-                        if r.train_size == size and metric in r.metrics and x_of(r))
+        points = sorted(
+            (x_of(r), r.metrics[metric], r.model)
+            for r in records
+            if r.train_size == size and metric in r.metrics and x_of(r)
+        )
         if not points:
             continue
         xs, ys, names = zip(*points)
@@ -141,19 +167,39 @@ def write_report(records: list[PipelineRecord], metric: str, title: str, out: Pa
     """Writes the two plots, report.md and report.json into out; returns the plots."""
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "probe_vs_parameters": _plot(records, metric, lambda r: r.parameters, "parameters of the pretrained model", title, out / PARAMETERS_PLOT),
-        "probe_vs_compute": _plot(records, metric, lambda r: r.compute, "pretraining compute (FLOPs)", title, out / COMPUTE_PLOT),
+        "probe_vs_parameters": _plot(
+            records, metric, lambda r: r.parameters, "parameters of the pretrained model", title, out / PARAMETERS_PLOT
+        ),
+        "probe_vs_compute": _plot(
+            records, metric, lambda r: r.compute, "pretraining compute (FLOPs)", title, out / COMPUTE_PLOT
+        ),
     }
     names = sorted({k for r in records for k in r.metrics})
-    lines = [f"# {title}", "", f"{len(records)} finished pipelines under `{source}`; metric `{metric}`.", "",
-             f"![{metric} against parameters]({PARAMETERS_PLOT})", f"![{metric} against compute]({COMPUTE_PLOT})", "",
-             "| model | parameters | pretraining images | compute (FLOPs) | seed | " + " | ".join(names) + " |",
-             "|---|---:|---:|---:|---:|" + "---:|" * len(names)]
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(records)} finished pipelines under `{source}`; metric `{metric}`.",
+        "",
+        f"![{metric} against parameters]({PARAMETERS_PLOT})",
+        f"![{metric} against compute]({COMPUTE_PLOT})",
+        "",
+        "| model | parameters | pretraining images | compute (FLOPs) | seed | " + " | ".join(names) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(names),
+    ]
     for r in sorted(records, key=lambda r: (r.parameters or 0, r.train_size or 0, str(r.seed))):
         compute = f"{r.compute:.3g}" if r.compute else "-"
         cells = [f"{r.metrics[n]:.4f}" if n in r.metrics else "-" for n in names]
-        lines.append(f"| {r.model} | {r.parameters or '-'} | {r.train_size or '-'} | {compute} | {r.seed} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {r.model} | {r.parameters or '-'} | {r.train_size or '-'} | {compute} | {r.seed} | "
+            + " | ".join(cells)
+            + " |"
+        )
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    (out / "report.json").write_text(json.dumps({"metric": metric, "pipelines": [{**asdict(r), "compute": r.compute} for r in records]},
-                                                indent=2, default=str))
+    (out / "report.json").write_text(
+        json.dumps(
+            {"metric": metric, "pipelines": [{**asdict(r), "compute": r.compute} for r in records]},
+            indent=2,
+            default=str,
+        )
+    )
     return files

@@ -77,7 +77,11 @@ def family_of(model_name: str | None, model_kwargs: dict[str, Any] | None) -> tu
     vit = re.match(r"(vit|deit)_(tiny|small|base|large|huge|giant)_patch(\d+)", name)
     if vit:
         label = f"{'DeiT' if vit.group(1) == 'deit' else 'ViT'}-{VIT_SIZES[vit.group(2)]}/{kwargs.get('patch_size', vit.group(3))}"
-        custom = [f"{short}{kwargs[key]}" for key, short in (("embed_dim", "d"), ("depth", "L"), ("num_heads", "h")) if key in kwargs]
+        custom = [
+            f"{short}{kwargs[key]}"
+            for key, short in (("embed_dim", "d"), ("depth", "L"), ("num_heads", "h"))
+            if key in kwargs
+        ]
         return (f"{label} ({' '.join(custom)})" if custom else label), "vit"
     if name in CNN_NAMES:
         return CNN_NAMES[name], "cnn"
@@ -89,8 +93,15 @@ def family_of(model_name: str | None, model_kwargs: dict[str, Any] | None) -> tu
 
 
 @functools.cache
-def flops_per_image(model_name: str, kwargs_json: str, cifar_stem: bool, image_size: int, num_classes: int, channels: int,
-                    frozen: bool = False) -> int:
+def flops_per_image(
+    model_name: str,
+    kwargs_json: str,
+    cifar_stem: bool,
+    image_size: int,
+    num_classes: int,
+    channels: int,
+    frozen: bool = False,
+) -> int:
     """Training-step FLOPs of one image through the run's backbone (built as vitlight builds it).
 
     A frozen backbone (linear probe) gets no backward pass: only its head's gradients are counted."""
@@ -157,9 +168,14 @@ def pretraining_run(checkpoint_path: Any, search_root: Path | None = None) -> Ru
     return record_from(summary, config, str(run), follow_checkpoint=False)
 
 
-def record_from(summary: dict[str, Any], config: dict[str, Any], run_dir: str, follow_checkpoint: bool = True,
-                search_root: Path | None = None) -> RunRecord:
-    model_args = ((config.get("model") or {}).get("init_args") or {})
+def record_from(
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    run_dir: str,
+    follow_checkpoint: bool = True,
+    search_root: Path | None = None,
+) -> RunRecord:
+    model_args = (config.get("model") or {}).get("init_args") or {}
     data = summary.get("data") or {}
     model = summary.get("model") or {}
     model_name = model.get("model_name") or model_args.get("model_name") or model_args.get("preset")
@@ -173,24 +189,48 @@ def record_from(summary: dict[str, Any], config: dict[str, Any], run_dir: str, f
         family += " (from checkpoint, frozen)" if frozen else " (from checkpoint)"
     metrics = {}
     for section in (summary.get("best_validation"), summary.get("test"), summary.get("metrics")):
-        metrics.update({k: float(v) for k, v in (section or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        metrics.update(
+            {k: float(v) for k, v in (section or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        )
     record = RunRecord(
-        run_dir=run_dir, experiment=str(summary.get("experiment")), family=family, kind=kind,
-        dataset=str(data.get("dataset") or "?"), train_size=summary.get("train_size"), seed=summary.get("seed"),
-        metrics=metrics, model_name=model_name, model_kwargs=dict(kwargs), cifar_stem=bool(model_args.get("cifar_stem")),
-        image_size=data.get("image_size"), num_classes=data.get("num_classes"), channels=int(data.get("channels") or 3),
-        parameters=model.get("parameters"), images_seen=images_seen(summary, config),
-        wall_time_s=summary.get("wall_time_s"), subcommand=str(summary.get("subcommand") or "fit"),
+        run_dir=run_dir,
+        experiment=str(summary.get("experiment")),
+        family=family,
+        kind=kind,
+        dataset=str(data.get("dataset") or "?"),
+        train_size=summary.get("train_size"),
+        seed=summary.get("seed"),
+        metrics=metrics,
+        model_name=model_name,
+        model_kwargs=dict(kwargs),
+        cifar_stem=bool(model_args.get("cifar_stem")),
+        image_size=data.get("image_size"),
+        num_classes=data.get("num_classes"),
+        channels=int(data.get("channels") or 3),
+        parameters=model.get("parameters"),
+        images_seen=images_seen(summary, config),
+        wall_time_s=summary.get("wall_time_s"),
+        subcommand=str(summary.get("subcommand") or "fit"),
     )
     if record.model_name and kind != "other" and record.image_size and record.num_classes:
         try:
-            record.flops_per_image = flops_per_image(record.model_name, json.dumps(record.model_kwargs, sort_keys=True),
-                                                     record.cifar_stem, int(record.image_size), int(record.num_classes), record.channels,
-                                                     frozen)
+            record.flops_per_image = flops_per_image(
+                record.model_name,
+                json.dumps(record.model_kwargs, sort_keys=True),
+                record.cifar_stem,
+                int(record.image_size),
+                int(record.num_classes),
+                record.channels,
+                frozen,
+            )
         except Exception:  # a model the counter cannot build on the meta device: no compute axis for it
             record.flops_per_image = None
     if pretrained is not None:
-        record.pretrain_size, record.pretrain_dataset, record.pretrain_flops = pretrained.train_size, pretrained.dataset, pretrained.train_flops
+        record.pretrain_size, record.pretrain_dataset, record.pretrain_flops = (
+            pretrained.train_size,
+            pretrained.dataset,
+            pretrained.train_flops,
+        )
     return record
 
 
@@ -238,8 +278,17 @@ def aggregate(records: list[RunRecord], metric: str) -> dict[str, list[Point]]:
         for size in sorted(by_size):
             values = [r.metrics[metric] for r in by_size[size]]
             flops = [r.train_flops for r in by_size[size] if r.train_flops is not None]
-            points.append(Point(size, statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0,
-                                min(values), max(values), len(values), statistics.fmean(flops) if flops else None))
+            points.append(
+                Point(
+                    size,
+                    statistics.fmean(values),
+                    statistics.stdev(values) if len(values) > 1 else 0.0,
+                    min(values),
+                    max(values),
+                    len(values),
+                    statistics.fmean(flops) if flops else None,
+                )
+            )
         result[family] = points
     return dict(sorted(result.items()))
 
@@ -253,27 +302,43 @@ class Crossover:
     text: str
 
 
-def crossover(vit_name: str, vit: dict[int, float], cnn_name: str, cnn: dict[int, float], unit: str = "training images") -> Crossover:
+def crossover(
+    vit_name: str, vit: dict[int, float], cnn_name: str, cnn: dict[int, float], unit: str = "training images"
+) -> Crossover:
     """Where the ViT's mean overtakes the CNN's for good, interpolated linearly in log(data size)."""
     sizes = sorted(set(vit) & set(cnn))
     if not sizes:
-        return Crossover(vit_name, cnn_name, "insufficient", None, f"{vit_name} and {cnn_name} share no data size ({unit})")
+        return Crossover(
+            vit_name, cnn_name, "insufficient", None, f"{vit_name} and {cnn_name} share no data size ({unit})"
+        )
     gaps = [vit[s] - cnn[s] for s in sizes]
     span = f"{sizes[0]:,}-{sizes[-1]:,} {unit}" if len(sizes) > 1 else f"{sizes[0]:,} {unit}"
     if all(g > 0 for g in gaps):
-        return Crossover(vit_name, cnn_name, "ahead", None, f"{vit_name} is ahead of {cnn_name} at every size measured ({span})")
+        return Crossover(
+            vit_name, cnn_name, "ahead", None, f"{vit_name} is ahead of {cnn_name} at every size measured ({span})"
+        )
     if gaps[-1] <= 0:
         ahead = [f"{s:,}" for s, g in zip(sizes, gaps) if g > 0]
         earlier = f"; ahead only at {', '.join(ahead)}, then behind" if ahead else ""
-        return Crossover(vit_name, cnn_name, "behind", None,
-                         f"{vit_name} does not overtake {cnn_name} within {span} (gap at {sizes[-1]:,}: {100 * gaps[-1]:+.1f} points{earlier})")
+        return Crossover(
+            vit_name,
+            cnn_name,
+            "behind",
+            None,
+            f"{vit_name} does not overtake {cnn_name} within {span} (gap at {sizes[-1]:,}: {100 * gaps[-1]:+.1f} points{earlier})",
+        )
     k = max(i for i, g in enumerate(gaps) if g <= 0) + 1  # ahead from sizes[k] on
     before, after = gaps[k - 1], gaps[k]
     t = before / (before - after)
     size = math.exp(math.log(sizes[k - 1]) + t * (math.log(sizes[k]) - math.log(sizes[k - 1])))
-    return Crossover(vit_name, cnn_name, "crosses", size,
-                     f"{vit_name} overtakes {cnn_name} at about {size:,.0f} {unit} (between {sizes[k - 1]:,} and {sizes[k]:,}; "
-                     f"{100 * gaps[-1]:+.1f} points at {sizes[-1]:,})")
+    return Crossover(
+        vit_name,
+        cnn_name,
+        "crosses",
+        size,
+        f"{vit_name} overtakes {cnn_name} at about {size:,.0f} {unit} (between {sizes[k - 1]:,} and {sizes[k]:,}; "
+        f"{100 * gaps[-1]:+.1f} points at {sizes[-1]:,})",
+    )
 
 
 def envelope(points: dict[str, list[Point]], families: list[str]) -> dict[int, float]:
@@ -283,16 +348,26 @@ def envelope(points: dict[str, list[Point]], families: list[str]) -> dict[int, f
     return {size: max(b[size] for b in by_size) for size in sorted(common)}
 
 
-def crossovers(points: dict[str, list[Point]], kinds: dict[str, str], unit: str = "training images") -> tuple[Crossover | None, list[Crossover]]:
+def crossovers(
+    points: dict[str, list[Point]], kinds: dict[str, str], unit: str = "training images"
+) -> tuple[Crossover | None, list[Crossover]]:
     """The headline (best ViT against best CNN) and every ViT/CNN pair; unit names what the sizes count."""
     vits = [f for f in points if kinds.get(f) == "vit"]
     cnns = [f for f in points if kinds.get(f) == "cnn"]
-    pairs = [crossover(v, {p.train_size: p.mean for p in points[v]}, c, {p.train_size: p.mean for p in points[c]}, unit)
-             for v in vits for c in cnns]
+    pairs = [
+        crossover(v, {p.train_size: p.mean for p in points[v]}, c, {p.train_size: p.mean for p in points[c]}, unit)
+        for v in vits
+        for c in cnns
+    ]
     if not vits or not cnns:
         return None, pairs
-    headline = crossover(f"ViT (best of {', '.join(vits)})", envelope(points, vits), f"ResNet (best of {', '.join(cnns)})",
-                         envelope(points, cnns), unit)
+    headline = crossover(
+        f"ViT (best of {', '.join(vits)})",
+        envelope(points, vits),
+        f"ResNet (best of {', '.join(cnns)})",
+        envelope(points, cnns),
+        unit,
+    )
     return headline, pairs
 
 
@@ -315,7 +390,9 @@ def main_dataset(records: list[RunRecord]) -> str | None:
     return max(counts, key=counts.get) if counts else None
 
 
-def as_json(records: list[RunRecord], points: dict[str, list[Point]], headline: Crossover | None, pairs: list[Crossover]) -> dict:
+def as_json(
+    records: list[RunRecord], points: dict[str, list[Point]], headline: Crossover | None, pairs: list[Crossover]
+) -> dict:
     return {
         "runs": [{**asdict(r), "train_flops": r.train_flops} for r in records],
         "points": {family: [asdict(p) for p in pts] for family, pts in points.items()},
@@ -340,8 +417,14 @@ def _chance(axis, records: list[RunRecord]) -> None:
         axis.axhline(1 / classes.pop(), color="black", linewidth=0.8, linestyle="--", alpha=0.5, label="chance")
 
 
-def plot_accuracy_vs_data(points: dict[str, list[Point]], metric: str, title: str, path: Path,
-                          headline: Crossover | None = None, records: list[RunRecord] | None = None) -> Path:
+def plot_accuracy_vs_data(
+    points: dict[str, list[Point]],
+    metric: str,
+    title: str,
+    path: Path,
+    headline: Crossover | None = None,
+    records: list[RunRecord] | None = None,
+) -> Path:
     """Mean over seeds per family (line), the min-max band, each run as a dot; log x axis."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
@@ -370,7 +453,9 @@ def plot_accuracy_vs_data(points: dict[str, list[Point]], metric: str, title: st
     return path
 
 
-def plot_accuracy_vs_compute(points: dict[str, list[Point]], records: list[RunRecord], metric: str, title: str, path: Path) -> Path:
+def plot_accuracy_vs_compute(
+    points: dict[str, list[Point]], records: list[RunRecord], metric: str, title: str, path: Path
+) -> Path:
     """Each run at its training FLOPs; per family a line through the per-size means."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
@@ -404,49 +489,90 @@ def _cell(point: Point | None) -> str:
     return f"{point.mean:.3f}{spread} ({point.n})"
 
 
-def markdown(title: str, source: str, metric: str, records: list[RunRecord], points: dict[str, list[Point]],
-             headline: Crossover | None, pairs: list[Crossover], plots: dict[str, str], skipped: list[str],
-             others: list[RunRecord], command: str | None) -> str:
+def markdown(
+    title: str,
+    source: str,
+    metric: str,
+    records: list[RunRecord],
+    points: dict[str, list[Point]],
+    headline: Crossover | None,
+    pairs: list[Crossover],
+    plots: dict[str, str],
+    skipped: list[str],
+    others: list[RunRecord],
+    command: str | None,
+) -> str:
     families = list(points)
     sizes = sorted({p.train_size for pts in points.values() for p in pts})
     lookup = {(f, p.train_size): p for f, pts in points.items() for p in pts}
     walls = [r.wall_time_s for r in records if r.wall_time_s]
     total = f" Sum of the runs' own wall times (summary.json): {sum(walls) / 60:.1f} minutes." if walls else ""
-    lines = [f"# {title}", "", f"{len(records)} finished runs from `{source}`; metric `{metric}`, mean ± sample standard "
-             f"deviation over seeds (number of runs in parentheses).{total}"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(records)} finished runs from `{source}`; metric `{metric}`, mean ± sample standard "
+        f"deviation over seeds (number of runs in parentheses).{total}",
+    ]
     if command:
         lines += ["", "Reproduce:", "", "```", command, "```"]
     label = size_label(records)
-    lines += ["", f"## {metric} against {'pretraining' if label == 'pretraining images' else 'training'}-set size", "",
-              f"| {label} | " + " | ".join(families) + " |", "|---:|" + "---:|" * len(families)]
+    lines += [
+        "",
+        f"## {metric} against {'pretraining' if label == 'pretraining images' else 'training'}-set size",
+        "",
+        f"| {label} | " + " | ".join(families) + " |",
+        "|---:|" + "---:|" * len(families),
+    ]
     for size in sizes:
         lines.append(f"| {size:,} | " + " | ".join(_cell(lookup.get((f, size))) for f in families) + " |")
     lines += ["", "## Where ViT overtakes ResNet", ""]
     lines += [f"**{headline.text}.**" if headline else "No ViT and CNN families to compare.", ""]
     lines += [f"- {pair.text}" for pair in pairs]
-    lines += ["", "## Training compute", "",
-              "FLOPs of one training step per image (forward + loss + backward, and for a frozen backbone only the head's "
-              "backward; torch.utils.flop_counter on the meta device, math attention path) times the images each run trained on"
-              + ("; for transfer runs plus the same count for their pretraining run." if any(r.is_transfer for r in records) else "."), "",
-              "| family | parameters | train FLOPs / image | " + " | ".join(f"{s:,} images: FLOPs" for s in sizes) + " |",
-              "|---|---:|---:|" + "---:|" * len(sizes)]
+    lines += [
+        "",
+        "## Training compute",
+        "",
+        "FLOPs of one training step per image (forward + loss + backward, and for a frozen backbone only the head's "
+        "backward; torch.utils.flop_counter on the meta device, math attention path) times the images each run trained on"
+        + (
+            "; for transfer runs plus the same count for their pretraining run."
+            if any(r.is_transfer for r in records)
+            else "."
+        ),
+        "",
+        "| family | parameters | train FLOPs / image | " + " | ".join(f"{s:,} images: FLOPs" for s in sizes) + " |",
+        "|---|---:|---:|" + "---:|" * len(sizes),
+    ]
     for family in families:
         run = next((r for r in records if r.family == family), None)
         per_image = f"{run.flops_per_image / 1e9:.3g} G" if run and run.flops_per_image else "-"
         params = f"{run.parameters / 1e6:.2f} M" if run and run.parameters else "-"
-        cells = [f"{lookup[(family, s)].flops:.3g}" if (family, s) in lookup and lookup[(family, s)].flops else "-" for s in sizes]
+        cells = [
+            f"{lookup[(family, s)].flops:.3g}" if (family, s) in lookup and lookup[(family, s)].flops else "-"
+            for s in sizes
+        ]
         lines.append(f"| {family} | {params} | {per_image} | " + " | ".join(cells) + " |")
     lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in plots.items()]
-    lines += ["", "## Runs", "", f"| run | family | training images | pretraining images | seed | {metric} | train FLOPs | wall time (s) |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Runs",
+        "",
+        f"| run | family | training images | pretraining images | seed | {metric} | train FLOPs | wall time (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(records, key=lambda r: (r.family, r.axis_size or 0, r.seed or 0)):
         flops = f"{r.train_flops:.3g}" if r.train_flops else "-"
         value = f"{r.metrics[metric]:.4f}" if metric in r.metrics else "-"
         wall = f"{r.wall_time_s:.0f}" if r.wall_time_s else "-"
         pretrain = r.pretrain_size if r.is_transfer else "-"
-        lines.append(f"| {Path(r.run_dir).name} | {r.family} | {r.train_size} | {pretrain} | {r.seed} | {value} | {flops} | {wall} |")
+        lines.append(
+            f"| {Path(r.run_dir).name} | {r.family} | {r.train_size} | {pretrain} | {r.seed} | {value} | {flops} | {wall} |"
+        )
     if others:
-        lines += ["", "Runs on other datasets (not plotted): " + ", ".join(f"{r.experiment} ({r.dataset})" for r in others)]
+        lines += [
+            "",
+            "Runs on other datasets (not plotted): " + ", ".join(f"{r.experiment} ({r.dataset})" for r in others),
+        ]
     if skipped:
         lines += ["", "Left out: " + "; ".join(skipped)]
     return "\n".join(lines) + "\n"

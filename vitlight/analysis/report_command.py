@@ -31,14 +31,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight report", description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("source", help="a sweep folder or runs folder (run folders found recursively), or ENTITY/PROJECT/SWEEP_ID online")
+    p = _Parser(
+        prog="vitlight report",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    p.add_argument(
+        "source",
+        help="a sweep folder or runs folder (run folders found recursively), or ENTITY/PROJECT/SWEEP_ID online",
+    )
     p.add_argument("--out", required=True, help="folder for report.md, the plots and report.json")
     p.add_argument("--metric", default="test/acc", help="the accuracy to report (default test/acc)")
     p.add_argument("--title", default=None, help="report title (default: from the source)")
     p.add_argument("--command", default=None, help="the command that produced the runs, quoted in the report")
-    p.add_argument("--wandb_dir", default=None, help="folder in which the report's W&B run makes its wandb/ folder (default: OUT)")
+    p.add_argument(
+        "--wandb_dir", default=None, help="folder in which the report's W&B run makes its wandb/ folder (default: OUT)"
+    )
     return p
 
 
@@ -56,12 +66,18 @@ def collect_online(path: str) -> list:
         summary_values = dict(run.summary)
         data = (config.get("data") or {}).get("init_args") or {}
         summary = {
-            "status": "finished", "experiment": config.get("experiment"), "seed": config.get("seed_everything"),
+            "status": "finished",
+            "experiment": config.get("experiment"),
+            "seed": config.get("seed_everything"),
             "train_size": summary_values.get("train_size") or data.get("train_size"),
-            "global_step": summary_values.get("trainer/global_step"), "epochs": summary_values.get("epoch"),
-            "data": {"dataset": str((config.get("data") or {}).get("class_path", "?")).rsplit(".", 1)[-1],
-                     "image_size": data.get("image_size") or 32, "num_classes": (config.get("model") or {}).get("init_args", {}).get("num_classes"),
-                     "channels": data.get("channels") or 3},
+            "global_step": summary_values.get("trainer/global_step"),
+            "epochs": summary_values.get("epoch"),
+            "data": {
+                "dataset": str((config.get("data") or {}).get("class_path", "?")).rsplit(".", 1)[-1],
+                "image_size": data.get("image_size") or 32,
+                "num_classes": (config.get("model") or {}).get("init_args", {}).get("num_classes"),
+                "channels": data.get("channels") or 3,
+            },
             "model": {"model_name": (config.get("model") or {}).get("init_args", {}).get("model_name")},
             "test": {k: v for k, v in summary_values.items() if isinstance(k, str) and k.startswith("test/")},
         }
@@ -69,7 +85,9 @@ def collect_online(path: str) -> list:
     return records
 
 
-def log_wandb(out: Path, wandb_dir: Path, title: str, metric: str, records: list, files: dict[str, Path], report: dict[str, Any]) -> str | None:
+def log_wandb(
+    out: Path, wandb_dir: Path, title: str, metric: str, records: list, files: dict[str, Path], report: dict[str, Any]
+) -> str | None:
     from vitlight.logging_wandb import apply_wandb_mode
 
     mode, _ = apply_wandb_mode()
@@ -78,14 +96,49 @@ def log_wandb(out: Path, wandb_dir: Path, title: str, metric: str, records: list
     import wandb
 
     wandb_dir.mkdir(parents=True, exist_ok=True)
-    groups = sorted({Path(r.run_dir).parts[i + 1] for r in records for i, part in enumerate(Path(r.run_dir).parts[:-1]) if part == "sweeps"})
-    run = wandb.init(project="vitlight", dir=str(wandb_dir), job_type="report", name=f"report/{title}", mode=mode,
-                     group=groups[0] if len(groups) == 1 else None, config={"metric": metric, "runs": len(records)})
-    columns = ["run", "family", "kind", "dataset", "train_size", "seed", metric, "train_flops", "parameters", "wall_time_s"]
+    groups = sorted(
+        {
+            Path(r.run_dir).parts[i + 1]
+            for r in records
+            for i, part in enumerate(Path(r.run_dir).parts[:-1])
+            if part == "sweeps"
+        }
+    )
+    run = wandb.init(
+        project="vitlight",
+        dir=str(wandb_dir),
+        job_type="report",
+        name=f"report/{title}",
+        mode=mode,
+        group=groups[0] if len(groups) == 1 else None,
+        config={"metric": metric, "runs": len(records)},
+    )
+    columns = [
+        "run",
+        "family",
+        "kind",
+        "dataset",
+        "train_size",
+        "seed",
+        metric,
+        "train_flops",
+        "parameters",
+        "wall_time_s",
+    ]
     table = wandb.Table(columns=columns)
     for r in records:
-        table.add_data(Path(r.run_dir).name, r.family, r.kind, r.dataset, r.train_size, r.seed, r.metrics.get(metric),
-                       r.train_flops, r.parameters, r.wall_time_s)
+        table.add_data(
+            Path(r.run_dir).name,
+            r.family,
+            r.kind,
+            r.dataset,
+            r.train_size,
+            r.seed,
+            r.metrics.get(metric),
+            r.train_flops,
+            r.parameters,
+            r.wall_time_s,
+        )
     run.log({"report/runs": table, **{f"report/{name}": wandb.Image(str(path)) for name, path in files.items()}})
     if report.get("crossover"):
         run.summary["crossover"] = report["crossover"]["text"]
@@ -128,18 +181,36 @@ def main(argv: list[str]) -> int:
     kinds = {r.family: r.kind for r in records}
     headline, pairs = rp.crossovers(points, kinds, rp.size_unit(records))
     files = {
-        "accuracy_vs_train_size": rp.plot_accuracy_vs_data(points, args.metric, title, out / DATA_PLOT, headline, records),
+        "accuracy_vs_train_size": rp.plot_accuracy_vs_data(
+            points, args.metric, title, out / DATA_PLOT, headline, records
+        ),
         "accuracy_vs_compute": rp.plot_accuracy_vs_compute(points, records, args.metric, title, out / COMPUTE_PLOT),
     }
     report = rp.as_json(records, points, headline, pairs)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    text = rp.markdown(title, args.source, args.metric, records, points, headline, pairs,
-                       {name: path.name for name, path in files.items()}, skipped, others, args.command)
+    text = rp.markdown(
+        title,
+        args.source,
+        args.metric,
+        records,
+        points,
+        headline,
+        pairs,
+        {name: path.name for name, path in files.items()},
+        skipped,
+        others,
+        args.command,
+    )
     (out / "report.md").write_text(text)
     mode = log_wandb(out, Path(args.wandb_dir or out).expanduser(), title, args.metric, records, files, report)
-    print(f"{len(records)} runs, {len(points)} model families; " + (headline.text if headline else "no ViT/CNN pair to compare"))
-    print(f"wrote {out / 'report.md'}, {out / DATA_PLOT}, {out / COMPUTE_PLOT}, {out / 'report.json'}"
-          + (f"; W&B run ({mode}) under {Path(args.wandb_dir or out) / 'wandb'}" if mode else ""))
+    print(
+        f"{len(records)} runs, {len(points)} model families; "
+        + (headline.text if headline else "no ViT/CNN pair to compare")
+    )
+    print(
+        f"wrote {out / 'report.md'}, {out / DATA_PLOT}, {out / COMPUTE_PLOT}, {out / 'report.json'}"
+        + (f"; W&B run ({mode}) under {Path(args.wandb_dir or out) / 'wandb'}" if mode else "")
+    )
     return 0
 
 
@@ -148,13 +219,23 @@ def _pipeline_report(source: Path, args: argparse.Namespace, pipelines: list) ->
     from vitlight.analysis import pipeline_report as pr
 
     have = sorted({k for r in pipelines for k in r.metrics})
-    metric = args.metric if args.metric in have else pr.PROBE_METRIC if args.metric == "test/acc" and pr.PROBE_METRIC in have else None
+    metric = (
+        args.metric
+        if args.metric in have
+        else pr.PROBE_METRIC
+        if args.metric == "test/acc" and pr.PROBE_METRIC in have
+        else None
+    )
     if metric is None:
         raise ConfigError(f"report: no pipeline has the metric {args.metric!r}; they have: {', '.join(have)}")
     out = Path(args.out).expanduser()
     title = args.title or f"{source.name}: {metric}"
     files = pr.write_report(pipelines, metric, title, out, args.source)
-    print(f"{len(pipelines)} pipelines; wrote {out / 'report.md'}, " + ", ".join(str(path) for path in files.values()) + f", {out / 'report.json'}")
+    print(
+        f"{len(pipelines)} pipelines; wrote {out / 'report.md'}, "
+        + ", ".join(str(path) for path in files.values())
+        + f", {out / 'report.json'}"
+    )
     return 0
 
 

@@ -3,13 +3,38 @@
 from vitlight.data.base import ImageDataModule, SplitData, SplitDataset
 from vitlight.data.generic import HubImageDataset, ImageFolder
 from vitlight.data.named import (
-    CIFAR10, CIFAR100, MNIST, STL10, SVHN, FashionMNIST, Flowers102, ImageNet, Imagenette, OxfordPets, TinyImageNet,
+    CIFAR10,
+    CIFAR100,
+    MNIST,
+    STL10,
+    SVHN,
+    FashionMNIST,
+    Flowers102,
+    ImageNet,
+    Imagenette,
+    OxfordPets,
+    TinyImageNet,
 )
 from vitlight.data.quickstart import EmbeddedDigits
 from vitlight.data.sources import SourceDataModule
 
 __all__ = [
-    "ImageDataModule", "SourceDataModule", "SplitData", "SplitDataset",
-    "EmbeddedDigits", "CIFAR10", "CIFAR100", "MNIST", "FashionMNIST", "SVHN", "STL10",
-    "OxfordPets", "Flowers102", "Imagenette", "TinyImageNet", "ImageNet", "ImageFolder", "HubImageDataset",
+    "ImageDataModule",
+    "SourceDataModule",
+    "SplitData",
+    "SplitDataset",
+    "EmbeddedDigits",
+    "CIFAR10",
+    "CIFAR100",
+    "MNIST",
+    "FashionMNIST",
+    "SVHN",
+    "STL10",
+    "OxfordPets",
+    "Flowers102",
+    "Imagenette",
+    "TinyImageNet",
+    "ImageNet",
+    "ImageFolder",
+    "HubImageDataset",
 ]

@@ -11,8 +11,8 @@ import contextlib
 import logging
 import os
 import random
-import zlib
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +98,9 @@ class SplitDataset(Dataset):
                 warnings.warn(f"skipping unreadable image {name} ({type(error).__name__}: {error})", DataWarning)
                 continue
             return torch.from_numpy(array).permute(2, 0, 1)
-        raise DataError(f"{self.MAX_SKIPS} images in a row from {self.data.origin} cannot be read, starting at {describe(self.data.paths, index, self.data.origin)}")
+        raise DataError(
+            f"{self.MAX_SKIPS} images in a row from {self.data.origin} cannot be read, starting at {describe(self.data.paths, index, self.data.origin)}"
+        )
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         indices = np.asarray(indices, dtype=np.int64)
@@ -218,7 +220,9 @@ class ImageDataModule(L.LightningDataModule):
         if num_workers is not None and num_workers < 0:
             raise DataError(f"data.num_workers must be >= 0 (0: load in the training process), got {num_workers}")
         if repeated_augmentation < 0:
-            raise DataError(f"data.repeated_augmentation must be >= 0 (DeiT: 3; 0 or 1 turns it off), got {repeated_augmentation}")
+            raise DataError(
+                f"data.repeated_augmentation must be >= 0 (DeiT: 3; 0 or 1 turns it off), got {repeated_augmentation}"
+            )
         if image_size is not None and image_size < 4:
             raise DataError(f"data.image_size must be at least 4 pixels, got {image_size}")
         self.data_dir = data_dir
@@ -277,7 +281,9 @@ class ImageDataModule(L.LightningDataModule):
             return None
         path = Path(self.data_dir).expanduser()
         if not path.exists():
-            raise DataError(f"data.data_dir {str(path)!r} does not exist; point it at the folder holding the dataset files")
+            raise DataError(
+                f"data.data_dir {str(path)!r} does not exist; point it at the folder holding the dataset files"
+            )
         return path
 
     def setup(self, stage: str | None = None) -> None:
@@ -305,8 +311,15 @@ class ImageDataModule(L.LightningDataModule):
         requested = None if self.train_size is None else f"{self.train_size:g}"
         log.info(
             "%s: train %d of %d (train_size=%s, seed %d), val %d %s, test %d; per-class train counts %s",
-            type(self).__name__, len(train), pool, requested, self.seed, len(val), self.val_source,
-            len(test), self.class_counts,
+            type(self).__name__,
+            len(train),
+            pool,
+            requested,
+            self.seed,
+            len(val),
+            self.val_source,
+            len(test),
+            self.class_counts,
         )
 
     def _check_labels(self, data: SplitData | None, split: str) -> None:
@@ -397,9 +410,16 @@ class ImageDataModule(L.LightningDataModule):
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         connector = getattr(trainer, "_accelerator_connector", None)
         if replicas > 1 and getattr(connector, "use_distributed_sampler", False):
-            raise DataError("data.repeated_augmentation shards the data itself; set trainer.use_distributed_sampler: false")
-        return RepeatAugSampler(self.dataset("train"), num_replicas=replicas, rank=rank, shuffle=True,
-                                num_repeats=self.repeated_augmentation)
+            raise DataError(
+                "data.repeated_augmentation shards the data itself; set trainer.use_distributed_sampler: false"
+            )
+        return RepeatAugSampler(
+            self.dataset("train"),
+            num_replicas=replicas,
+            rank=rank,
+            shuffle=True,
+            num_repeats=self.repeated_augmentation,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -115,7 +115,9 @@ class ImageCache:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise DataError(f"cannot create the cache folder {str(self.root)!r} ({error.strerror}); set data.cache_dir or ${CACHE_ENV} to a writable folder") from None
+            raise DataError(
+                f"cannot create the cache folder {str(self.root)!r} ({error.strerror}); set data.cache_dir or ${CACHE_ENV} to a writable folder"
+            ) from None
 
     def read(self, name: str) -> tuple[MappedImages, np.ndarray, dict] | None:
         """(images, labels, meta) of a complete entry, or None when there is none (or it is unusable)."""

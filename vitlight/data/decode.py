@@ -104,4 +104,8 @@ def report_unreadable(owner: str, origin: str, bad: list[str], total: int) -> No
             f"{owner}: {len(bad)} of {total} images in {origin} cannot be read (more than "
             f"{MAX_BAD_FRACTION:.0%}); first: {bad[0]}"
         )
-    warnings.warn(f"{owner}: skipped {len(bad)} unreadable image(s) of {total} in {origin}; first: {bad[0]}", DataWarning, stacklevel=2)
+    warnings.warn(
+        f"{owner}: skipped {len(bad)} unreadable image(s) of {total} in {origin}; first: {bad[0]}",
+        DataWarning,
+        stacklevel=2,
+    )

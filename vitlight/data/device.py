@@ -53,7 +53,9 @@ class DeviceFinish:
         if images.device not in self._erasing:
             from timm.data.random_erasing import RandomErasing
 
-            self._erasing[images.device] = RandomErasing(self.erasing_probability, mode="pixel", device=str(images.device))
+            self._erasing[images.device] = RandomErasing(
+                self.erasing_probability, mode="pixel", device=str(images.device)
+            )
         return self._erasing[images.device](images)
 
     def __call__(self, images: Tensor) -> Tensor:

@@ -76,18 +76,34 @@ class ImageFolder(SourceDataModule):
             raise DataError(f"ImageFolder needs data.data_dir: {self.local_forms}")
         self.mean, self.std = _stats("mean", mean, self.mean), _stats("std", std, self.std)
         super().__init__(
-            data_dir=data_dir, image_size=image_size, channels=channels, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
-            val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
-            crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, interpolation=interpolation,
-            eval_crop_pct=eval_crop_pct, repeated_augmentation=repeated_augmentation, cache=cache, cache_dir=cache_dir,
+            data_dir=data_dir,
+            image_size=image_size,
+            channels=channels,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            train_size=train_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            random_resized_crop=random_resized_crop,
+            crop_scale_min=crop_scale_min,
+            random_crop_padding=random_crop_padding,
+            horizontal_flip=horizontal_flip,
+            randaugment=randaugment,
+            random_erasing=random_erasing,
+            interpolation=interpolation,
+            eval_crop_pct=eval_crop_pct,
+            repeated_augmentation=repeated_augmentation,
+            cache=cache,
+            cache_dir=cache_dir,
         )
         self.native_channels = self.channels
         self.split_names = {"train": ("train",), "test": (test_folder,), "val": (val_folder,) if val_folder else ()}
         train = self.data_path / "train"
         if not train.is_dir():
-            raise DataError(f"ImageFolder: {train} is not a folder (expected {self.data_path}/train/<class>/<image files>)")
+            raise DataError(
+                f"ImageFolder: {train} is not a folder (expected {self.data_path}/train/<class>/<image files>)"
+            )
         self._class_names = class_folders(train)
         if not self._class_names:
             raise DataError(f"ImageFolder: {train} has no class folders (expected {train}/<class>/<image files>)")
@@ -103,7 +119,9 @@ class ImageFolder(SourceDataModule):
         def index(folder: Path, names: list[str]) -> dict[str, int]:
             unknown = next((name for name in names if name not in known), None)
             if unknown is not None:
-                raise DataError(f"ImageFolder: class folder {folder / unknown} is not one of the {len(known)} classes in {train}")
+                raise DataError(
+                    f"ImageFolder: class folder {folder / unknown} is not one of the {len(known)} classes in {train}"
+                )
             return {name: known[name] for name in names}
 
         return index
@@ -174,15 +192,31 @@ class HubImageDataset(SourceDataModule):
             Other arguments: as in SourceDataModule.
         """
         if dataset_id is None and data_dir is None:
-            raise DataError("HubImageDataset needs data.dataset_id (a Hugging Face dataset id) or data.data_dir (a save_to_disk folder)")
+            raise DataError(
+                "HubImageDataset needs data.dataset_id (a Hugging Face dataset id) or data.data_dir (a save_to_disk folder)"
+            )
         self.mean, self.std = _stats("mean", mean, self.mean), _stats("std", std, self.std)
         super().__init__(
-            data_dir=data_dir, image_size=image_size, channels=channels, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
-            val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
-            crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, interpolation=interpolation,
-            eval_crop_pct=eval_crop_pct, repeated_augmentation=repeated_augmentation, cache=cache, cache_dir=cache_dir,
+            data_dir=data_dir,
+            image_size=image_size,
+            channels=channels,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            train_size=train_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            random_resized_crop=random_resized_crop,
+            crop_scale_min=crop_scale_min,
+            random_crop_padding=random_crop_padding,
+            horizontal_flip=horizontal_flip,
+            randaugment=randaugment,
+            random_erasing=random_erasing,
+            interpolation=interpolation,
+            eval_crop_pct=eval_crop_pct,
+            repeated_augmentation=repeated_augmentation,
+            cache=cache,
+            cache_dir=cache_dir,
             revision=revision,
         )
         self.native_channels = self.channels
@@ -207,7 +241,9 @@ class HubImageDataset(SourceDataModule):
             features = hub_features(self._owner, self.dataset_id, self.config_name, self.revision, self.local_forms)
         names = class_names(features, self.label_column)
         if names is None:
-            raise DataError(f"{self._owner}: the label column {self.label_column!r} is not a ClassLabel, so the class names are unknown; set data.class_names")
+            raise DataError(
+                f"{self._owner}: the label column {self.label_column!r} is not a ClassLabel, so the class names are unknown; set data.class_names"
+            )
         return names
 
     @property

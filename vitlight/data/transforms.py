@@ -56,7 +56,9 @@ def _eval_crop(size: int, crop_pct: float, interpolation: str):
     from timm.data.transforms_factory import transforms_imagenet_eval
 
     if not 0.0 < crop_pct <= 1.0:
-        raise ConfigError(f"data.eval_crop_pct must be in (0, 1] (DeiT: 0.875, i.e. resize 256 then crop 224), got {crop_pct}")
+        raise ConfigError(
+            f"data.eval_crop_pct must be in (0, 1] (DeiT: 0.875, i.e. resize 256 then crop 224), got {crop_pct}"
+        )
     return transforms_imagenet_eval(img_size=size, crop_pct=crop_pct, interpolation=interpolation, use_prefetcher=True)
 
 
@@ -68,7 +70,9 @@ def _randaugment(config: str, channels: int):
     try:
         pil_policy = rand_augment_transform(config, {"translate_const": 10, "img_mean": (124, 116, 104)})
     except Exception as error:  # timm raises AssertionError/ValueError on a malformed string
-        raise ConfigError(f"data.randaugment {config!r} is not a timm RandAugment string such as 'rand-m9-mstd0.5' ({error})")
+        raise ConfigError(
+            f"data.randaugment {config!r} is not a timm RandAugment string such as 'rand-m9-mstd0.5' ({error})"
+        )
     return v2.Compose([v2.ToPILImage(), pil_policy, v2.PILToTensor()])
 
 
@@ -118,7 +122,9 @@ class Pipeline:
         self.eval_crop = None
         if not train and settings.eval_crop_pct is not None:
             self.eval_crop = _eval_crop(self.size, settings.eval_crop_pct, settings.interpolation)
-        self.randaugment = _randaugment(settings.randaugment, settings.channels) if train and settings.randaugment else None
+        self.randaugment = (
+            _randaugment(settings.randaugment, settings.channels) if train and settings.randaugment else None
+        )
 
     @property
     def per_image(self) -> bool:

@@ -10,6 +10,14 @@ from vitlight.models.igpt_model import ImageGPT, KVCache
 from vitlight.models.igpt_transformers import HUB_NAMES, HUB_PRESETS, from_transformers
 
 __all__ = [
-    "ACTIVATIONS", "HUB_NAMES", "HUB_PRESETS", "IGPT_PRESETS", "NORM_KINDS", "IGPTConfig", "ImageGPT", "KVCache",
-    "from_transformers", "igpt_config",
+    "ACTIVATIONS",
+    "HUB_NAMES",
+    "HUB_PRESETS",
+    "IGPT_PRESETS",
+    "NORM_KINDS",
+    "IGPTConfig",
+    "ImageGPT",
+    "KVCache",
+    "from_transformers",
+    "igpt_config",
 ]

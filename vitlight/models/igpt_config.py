@@ -48,17 +48,13 @@ class IGPTConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"IGPTConfig.{name} must be positive, got {getattr(self, name)}")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"IGPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}"
-            )
+            raise ValueError(f"IGPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"IGPTConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.norm not in NORM_KINDS:
             raise ValueError(f"IGPTConfig.norm must be one of {', '.join(NORM_KINDS)}, got {self.norm!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"IGPTConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
-            )
+            raise ValueError(f"IGPTConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.sos_in_token_embedding and not self.causal:
             raise ValueError("IGPTConfig.sos_in_token_embedding needs the autoregressive model (causal=True)")
 

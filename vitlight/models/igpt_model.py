@@ -55,9 +55,7 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(
-        self, x: Tensor, causal: bool, kv: tuple[Tensor, Tensor] | None = None, start: int = 0
-    ) -> Tensor:
+    def forward(self, x: Tensor, causal: bool, kv: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hd)
@@ -114,9 +112,7 @@ class Block(nn.Module):
             nn.Dropout(cfg.dropout),
         )
 
-    def forward(
-        self, x: Tensor, causal: bool, kv: tuple[Tensor, Tensor] | None = None, start: int = 0
-    ) -> Tensor:
+    def forward(self, x: Tensor, causal: bool, kv: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
         x = x + self.attn(self.ln_1(x), causal, kv, start)
         return x + self.mlp(self.ln_2(x))
 
@@ -211,9 +207,7 @@ class ImageGPT(nn.Module):
         h = self._run_blocks(self._inputs(tokens, shift=self.cfg.causal))
         return self.head(self.ln_f(h))  # (B, L, V)
 
-    def features(
-        self, tokens: Tensor, layers: list[int] | None = None, normalize: bool = False
-    ) -> dict[int, Tensor]:
+    def features(self, tokens: Tensor, layers: list[int] | None = None, normalize: bool = False) -> dict[int, Tensor]:
         """Hidden states (B, L, n_embd) after the chosen blocks, for linear probes.
 
         ``layers`` index blocks from 0 to n_layer-1 (negative indices count from the end);
@@ -246,9 +240,7 @@ class ImageGPT(nn.Module):
 
     def _require_causal(self, what: str) -> None:
         if not self.cfg.causal:
-            raise NotImplementedError(
-                f"{what} needs the autoregressive model (causal=True); this is a BERT model"
-            )
+            raise NotImplementedError(f"{what} needs the autoregressive model (causal=True); this is a BERT model")
 
     def init_cache(self, batch_size: int, max_length: int | None = None) -> tuple[KVCache, Tensor]:
         """Empty cache fed with the SOS token; returns it and the logits (B, V) for x_0.
@@ -261,8 +253,13 @@ class ImageGPT(nn.Module):
         _check_length(max_length, cfg.n_positions)
         ref = self.pos_emb
         cache = KVCache(
-            cfg.n_layer, batch_size, cfg.n_head, cfg.n_embd // cfg.n_head, max_length,
-            ref.device, ref.dtype,
+            cfg.n_layer,
+            batch_size,
+            cfg.n_head,
+            cfg.n_embd // cfg.n_head,
+            max_length,
+            ref.device,
+            ref.dtype,
         )
         h = (self.sos_vector() + self.pos_emb[0]).expand(batch_size, 1, -1)  # (B, 1, C)
         return cache, self._step(h, cache)[:, -1]
@@ -279,8 +276,7 @@ class ImageGPT(nn.Module):
             raise ValueError("the cache is empty; create it with init_cache() first")
         if start + T > cache.max_length:
             raise ValueError(
-                f"feeding {T} tokens at position {start} overflows the cache of "
-                f"{cache.max_length} positions"
+                f"feeding {T} tokens at position {start} overflows the cache of {cache.max_length} positions"
             )
         h = self.tok_emb(tokens) + self.pos_emb[start : start + T]  # (B, T, C)
         return self._step(h, cache)
@@ -344,9 +340,7 @@ class ImageGPT(nn.Module):
         return out
 
 
-def _sample(
-    logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
-) -> Tensor:
+def _sample(logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None) -> Tensor:
     """One token id per row of logits (B, V)."""
     logits = logits.float()
     if temperature == 0:

@@ -70,7 +70,9 @@ def _download(name: str) -> Path:
                     raise
     except Exception as error:
         first = (str(error).splitlines() or [""])[0][:120]
-        raise CheckpointError(f"cannot fetch {name!r} from the Hugging Face hub ({type(error).__name__}: {first}); {usage}") from None
+        raise CheckpointError(
+            f"cannot fetch {name!r} from the Hugging Face hub ({type(error).__name__}: {first}); {usage}"
+        ) from None
     return folder
 
 
@@ -80,13 +82,19 @@ def resolve_folder(path_or_name: str | Path) -> Path:
     folder = Path(text).expanduser()
     if folder.is_dir():
         if not (folder / CONFIG_FILE).is_file():
-            raise CheckpointError(f"{text!r} holds no {CONFIG_FILE}; pass a folder written by transformers' save_pretrained")
+            raise CheckpointError(
+                f"{text!r} holds no {CONFIG_FILE}; pass a folder written by transformers' save_pretrained"
+            )
         return folder
     if folder.exists():
-        raise CheckpointError(f"{text!r} is a file; OpenAI's ImageGPT is read from a transformers folder (config.json, weights, {PROCESSOR_FILE})")
+        raise CheckpointError(
+            f"{text!r} is a file; OpenAI's ImageGPT is read from a transformers folder (config.json, weights, {PROCESSOR_FILE})"
+        )
     if looks_like_hub_name(text):
         return _download(text)
-    raise CheckpointError(f"{text!r} does not exist; pass a transformers ImageGPT folder or a hub name such as {HUB_NAMES[0]}")
+    raise CheckpointError(
+        f"{text!r} does not exist; pass a transformers ImageGPT folder or a hub name such as {HUB_NAMES[0]}"
+    )
 
 
 def _read_json(path: Path) -> dict:
@@ -134,7 +142,9 @@ def config_from_json(config: dict) -> IGPTConfig:
         raise CheckpointError(f"ImageGPT options not supported: {', '.join(k for k, v in unsupported.items() if v)}")
     missing = [key for key in ("vocab_size", "n_positions", "n_layer", "n_embd", "n_head") if key not in config]
     if missing:
-        raise CheckpointError(f"ImageGPT config.json lacks {', '.join(missing)}; is it a complete transformers ImageGPT folder?")
+        raise CheckpointError(
+            f"ImageGPT config.json lacks {', '.join(missing)}; is it a complete transformers ImageGPT folder?"
+        )
     activation = config.get("activation_function", "quick_gelu")
     if activation not in ("quick_gelu", "gelu"):
         raise CheckpointError(f"ImageGPT activation_function {activation!r} is not supported; valid: quick_gelu, gelu")
@@ -161,7 +171,9 @@ def convert_state_dict(theirs: dict[str, Tensor], n_layer: int) -> dict[str, Ten
     """transformers' names and Conv1D (in, out) weights -> vitlight's names and (out, in) linears."""
     theirs = {k.removeprefix("transformer."): v for k, v in theirs.items()}
     if "lm_head.weight" not in theirs:
-        raise CheckpointError("the weights hold no lm_head; save an ImageGPTForCausalImageModeling, not an ImageGPTModel")
+        raise CheckpointError(
+            "the weights hold no lm_head; save an ImageGPTForCausalImageModeling, not an ImageGPTModel"
+        )
     ours = {
         "tok_emb.weight": theirs["wte.weight"],
         "pos_emb": theirs["wpe.weight"],
@@ -192,18 +204,28 @@ def from_transformers(path_or_hub_name: str | Path) -> tuple[ImageGPT, Palette]:
     folder = resolve_folder(path_or_hub_name)
     cfg = config_from_json(_read_json(folder / CONFIG_FILE))
     if not (folder / PROCESSOR_FILE).is_file():
-        raise CheckpointError(f"{str(folder)!r} holds no {PROCESSOR_FILE} with the colour clusters; save the ImageGPTImageProcessor there too")
+        raise CheckpointError(
+            f"{str(folder)!r} holds no {PROCESSOR_FILE} with the colour clusters; save the ImageGPTImageProcessor there too"
+        )
     clusters = _read_json(folder / PROCESSOR_FILE).get("clusters")
     if clusters is None:
         raise CheckpointError(f"{str(folder / PROCESSOR_FILE)!r} holds no clusters")
     palette = palette_from_clusters(clusters)
     if palette.size != cfg.vocab_size:
-        raise CheckpointError(f"the processor has {palette.size} clusters but the model predicts {cfg.vocab_size} colours")
+        raise CheckpointError(
+            f"the processor has {palette.size} clusters but the model predicts {cfg.vocab_size} colours"
+        )
     model = ImageGPT(cfg)
     try:
         model.load_state_dict(convert_state_dict(read_weights(folder), cfg.n_layer))
     except (KeyError, RuntimeError) as error:
         detail = (str(error).splitlines() or [""])[0][:200]
         raise CheckpointError(f"weights in {str(folder)!r} do not fit its config.json: {detail}") from None
-    log.info("loaded OpenAI ImageGPT (%d layers, width %d) and its %d-colour palette from %s", cfg.n_layer, cfg.n_embd, palette.size, folder)
+    log.info(
+        "loaded OpenAI ImageGPT (%d layers, width %d) and its %d-colour palette from %s",
+        cfg.n_layer,
+        cfg.n_embd,
+        palette.size,
+        folder,
+    )
     return model.eval(), palette

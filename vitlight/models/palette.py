@@ -251,8 +251,7 @@ class Palette:
         """int64 tokens (N, H*W) -> uint8 images (N, H, W, C), centres rounded to integers."""
         if tokens.dim() != 2 or tokens.shape[1] != height * width:
             raise ValueError(
-                f"tokens must have shape (N, {height * width}) for {height}x{width} images, "
-                f"got {tuple(tokens.shape)}"
+                f"tokens must have shape (N, {height * width}) for {height}x{width} images, got {tuple(tokens.shape)}"
             )
         if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.size):
             raise ValueError(

@@ -14,15 +14,17 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from vitlight.sweeps.spec import SweepSpec
 
 RECORD_FILE = "wandb_sweep.json"
 
 
-def create_or_join(spec: SweepSpec, folder: Path, project: str | None, entity: str | None, say: Callable[[str], None]) -> str:
+def create_or_join(
+    spec: SweepSpec, folder: Path, project: str | None, entity: str | None, say: Callable[[str], None]
+) -> str:
     """entity/project/sweep_id of the folder's W&B sweep, created on the server the first time."""
     record = folder / RECORD_FILE
     if record.is_file():
@@ -47,8 +49,15 @@ def agent_command(path: str, count: int | None) -> list[str]:
     return [*program, "agent", *(["--count", str(count)] if count is not None else []), path]
 
 
-def run_online(spec: SweepSpec, folder: Path, count: int | None, workers: int, project: str | None,
-               entity: str | None, say: Callable[[str], None] = print) -> int:
+def run_online(
+    spec: SweepSpec,
+    folder: Path,
+    count: int | None,
+    workers: int,
+    project: str | None,
+    entity: str | None,
+    say: Callable[[str], None] = print,
+) -> int:
     path = create_or_join(spec, folder, project, entity, say)
     say(f"W&B sweep: https://wandb.ai/{path.rsplit('/', 1)[0]}/sweeps/{path.rsplit('/', 1)[1]}")
     say(f"join from other machines (in this repository, with vitlight installed): wandb agent {path}")

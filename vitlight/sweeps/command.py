@@ -31,22 +31,47 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight sweep", description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = _Parser(
+        prog="vitlight sweep",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("file", help="a W&B sweep YAML (sweeps/*.yaml)")
-    p.add_argument("--count", type=int, default=None, help="trials this runner starts (default: until the sweep is done; random and bayes without run_cap never are)")
+    p.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="trials this runner starts (default: until the sweep is done; random and bayes without run_cap never are)",
+    )
     p.add_argument("--workers", type=int, default=1, help="trials run at once by this runner")
     p.add_argument("--folder", default=None, help="sweep folder (default: SWEEPS_DIR/<sweep name>)")
     p.add_argument("--sweeps_dir", default="runs/sweeps", help="where sweep folders go")
     p.add_argument("--offline", action="store_true", help="run on Optuna here even with W&B credentials")
-    p.add_argument("--storage", default=None, metavar="URL",
-                   help="Optuna storage URL shared by every runner (postgresql://, mysql://, sqlite:///...; "
-                        "implies --offline; default: the journal file in the sweep folder)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="Optuna storage URL shared by every runner (postgresql://, mysql://, sqlite:///...; "
+        "implies --offline; default: the journal file in the sweep folder)",
+    )
     p.add_argument("--check", action="store_true", help="only check the file, run nothing")
-    p.add_argument("--estimate", action="store_true", help="only print the trials, their counted FLOPs and the hours on --device")
-    p.add_argument("--device", default="h200", help="with --estimate: h200, a100 or cpu (this CPU's matmul rate, measured)")
-    p.add_argument("--mfu", type=float, default=None, help="with --estimate: the model FLOPs utilization to assume (default 0.3)")
-    p.add_argument("--bench", default=None, metavar="RESULT.json", help="with --estimate: a bench/gpu.py JSON result (its chip and measured MFU)")
+    p.add_argument(
+        "--estimate", action="store_true", help="only print the trials, their counted FLOPs and the hours on --device"
+    )
+    p.add_argument(
+        "--device", default="h200", help="with --estimate: h200, a100 or cpu (this CPU's matmul rate, measured)"
+    )
+    p.add_argument(
+        "--mfu", type=float, default=None, help="with --estimate: the model FLOPs utilization to assume (default 0.3)"
+    )
+    p.add_argument(
+        "--bench",
+        default=None,
+        metavar="RESULT.json",
+        help="with --estimate: a bench/gpu.py JSON result (its chip and measured MFU)",
+    )
     p.add_argument("--project", default=None, help="W&B project (online; default: the file's, else vitlight)")
     p.add_argument("--entity", default=None, help="W&B entity (online; default: the file's, else your default)")
     return p
@@ -76,8 +101,10 @@ def main(argv: list[str]) -> int:
         return 0
     check_keys(spec)
     searched = ", ".join(p.name for p in spec.searched) or "nothing"
-    _say(f"{spec.path}: {spec.method} over {searched}; metric {spec.metric} ({spec.goal}); "
-         f"{len(spec.parameters)} parameters accepted by `vitlight {spec.subcommand}`")
+    _say(
+        f"{spec.path}: {spec.method} over {searched}; metric {spec.metric} ({spec.goal}); "
+        f"{len(spec.parameters)} parameters accepted by `vitlight {spec.subcommand}`"
+    )
     if args.check:
         return 0
     folder = Path(args.folder or Path(args.sweeps_dir) / spec.name).expanduser()
@@ -91,16 +118,22 @@ def main(argv: list[str]) -> int:
     return _run_offline(spec, folder, args.count, args.workers, why, args.storage)
 
 
-def _run_offline(spec, folder: Path, count: int | None, workers: int, reason: str, storage_url: str | None = None) -> int:
+def _run_offline(
+    spec, folder: Path, count: int | None, workers: int, reason: str, storage_url: str | None = None
+) -> int:
     from vitlight.sweeps.engine import SweepRunner, describe, redact_url
 
     runner = SweepRunner(spec, folder, count=count, workers=workers, say=_say, storage_url=storage_url)
     kept = f"storage {redact_url(storage_url)}" if storage_url else "storage in the folder"
     _say(f"sweep {runner.sweep_id}: offline on Optuna ({reason}); folder {folder}; {kept}; W&B group {runner.sweep_id}")
     if storage_url:
-        _say(f"  join from any machine that reaches the database: vitlight sweep {spec.path} --offline --storage {redact_url(storage_url)}")
+        _say(
+            f"  join from any machine that reaches the database: vitlight sweep {spec.path} --offline --storage {redact_url(storage_url)}"
+        )
     else:
-        _say(f"  resume or join (another shell or a machine sharing the folder): vitlight sweep {spec.path} --folder {folder} --offline")
+        _say(
+            f"  resume or join (another shell or a machine sharing the folder): vitlight sweep {spec.path} --folder {folder} --offline"
+        )
 
     def stop(signum, frame) -> None:
         _say(f"stopping ({signal.Signals(signum).name}): the running trials end now and are queued again")
@@ -112,7 +145,9 @@ def _run_offline(spec, folder: Path, count: int | None, workers: int, reason: st
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    _say(f"this runner: {result.started} started, {result.finished} finished, {result.failed} failed, {result.pruned} stopped early")
+    _say(
+        f"this runner: {result.started} started, {result.finished} finished, {result.failed} failed, {result.pruned} stopped early"
+    )
     _say("trials of the sweep:")
     for line in describe(folder, spec, storage_url):
         _say(line)

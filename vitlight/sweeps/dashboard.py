@@ -62,29 +62,55 @@ def crossover_table(spec: SweepSpec, folder: Path | None) -> str:
             match = re.search(r"^## Where ViT overtakes ResNet\n(.*?)(?=^## )", text, flags=re.M | re.S)
             if match:
                 return f"### Where ViT overtakes ResNet ({path})\n{match.group(1).strip()}\n"
-    return (f"### Where ViT overtakes ResNet\nNo report yet: `vitlight report runs/sweeps/{spec.name} --out "
-            f"docs/results/{spec.name}`, then run `vitlight dashboard` again.\n")
+    return (
+        f"### Where ViT overtakes ResNet\nNo report yet: `vitlight report runs/sweeps/{spec.name} --out "
+        f"docs/results/{spec.name}`, then run `vitlight dashboard` again.\n"
+    )
 
 
-def build_spec(spec: SweepSpec, folder: Path | None = None, entity: str | None = None, project: str | None = None) -> dict[str, Any]:
+def build_spec(
+    spec: SweepSpec, folder: Path | None = None, entity: str | None = None, project: str | None = None
+) -> dict[str, Any]:
     """The workspace as plain data: what the offline JSON holds and what the online view is built from."""
     metric = spec.metric
     groupby = family_keys(spec)
     searched = [p.name for p in spec.searched if not SEED.search(p.name)]
     by_family = {"groupby": groupby, "aggregate": "mean", "spread": "stddev"}
     panels = [
-        {"type": "scatter", "title": f"{metric} against training-set size", "x": {"summary": SIZE_KEY}, "y": {"summary": metric},
-         "log_x": True, **by_family},
-        {"type": "scatter", "title": f"{metric} against training FLOPs", "x": {"summary": FLOPS_KEY}, "y": {"summary": metric},
-         "log_x": True, **by_family},
-        {"type": "parallel_coordinates", "title": f"{spec.name}: parameters and {metric}",
-         "columns": [{"config": name} for name in searched] + [{"summary": metric}]},
+        {
+            "type": "scatter",
+            "title": f"{metric} against training-set size",
+            "x": {"summary": SIZE_KEY},
+            "y": {"summary": metric},
+            "log_x": True,
+            **by_family,
+        },
+        {
+            "type": "scatter",
+            "title": f"{metric} against training FLOPs",
+            "x": {"summary": FLOPS_KEY},
+            "y": {"summary": metric},
+            "log_x": True,
+            **by_family,
+        },
+        {
+            "type": "parallel_coordinates",
+            "title": f"{spec.name}: parameters and {metric}",
+            "columns": [{"config": name} for name in searched] + [{"summary": metric}],
+        },
         {"type": "markdown", "title": "crossover (vitlight report)", "markdown": crossover_table(spec, folder)},
     ]
-    return {"name": f"vitlight {spec.name}", "sweep": spec.name, "sweep_file": str(spec.path), "metric": metric, "goal": spec.goal,
-            "entity": entity or spec.entity, "project": project or spec.project or "vitlight",
-            "runset": {"groupby": groupby, "filter": {"sweep_group_prefix": spec.name}},
-            "sections": [{"name": f"{spec.name} scaling", "panels": panels}]}
+    return {
+        "name": f"vitlight {spec.name}",
+        "sweep": spec.name,
+        "sweep_file": str(spec.path),
+        "metric": metric,
+        "goal": spec.goal,
+        "entity": entity or spec.entity,
+        "project": project or spec.project or "vitlight",
+        "runset": {"groupby": groupby, "filter": {"sweep_group_prefix": spec.name}},
+        "sections": [{"name": f"{spec.name} scaling", "panels": panels}],
+    }
 
 
 def _metric(axis: dict[str, str]) -> Any:
@@ -104,17 +130,23 @@ def to_workspace(view: dict[str, Any]) -> Any:
     panels = []
     for panel in view["sections"][0]["panels"]:
         if panel["type"] == "scatter":
-            panels.append(wr.ScatterPlot(title=panel["title"], x=_metric(panel["x"]), y=_metric(panel["y"]), log_x=panel["log_x"]))
+            panels.append(
+                wr.ScatterPlot(title=panel["title"], x=_metric(panel["x"]), y=_metric(panel["y"]), log_x=panel["log_x"])
+            )
         elif panel["type"] == "parallel_coordinates":
             columns = [wr.ParallelCoordinatesPlotColumn(metric=_metric(column)) for column in panel["columns"]]
             panels.append(wr.ParallelCoordinatesPlot(title=panel["title"], columns=columns))
         elif panel["type"] == "markdown":
             panels.append(wr.MarkdownPanel(markdown=panel["markdown"]))
     return ws.Workspace(
-        name=view["name"], entity=view["entity"], project=view["project"],
+        name=view["name"],
+        entity=view["entity"],
+        project=view["project"],
         sections=[ws.Section(name=view["sections"][0]["name"], panels=panels, is_open=True)],
-        runset_settings=ws.RunsetSettings(groupby=[expr.Config(key) for key in view["runset"]["groupby"]],
-                                          query=view["runset"]["filter"]["sweep_group_prefix"]),
+        runset_settings=ws.RunsetSettings(
+            groupby=[expr.Config(key) for key in view["runset"]["groupby"]],
+            query=view["runset"]["filter"]["sweep_group_prefix"],
+        ),
     )
 
 
@@ -125,18 +157,26 @@ def _source(target: Path) -> tuple[dict[str, Any] | None, SweepSpec | None, Path
     if target.is_dir():
         record = target / "sweep.json"
         if not record.is_file():
-            raise ConfigError(f"dashboard: {target} is not a sweep folder (no sweep.json); give a sweeps/*.yaml file or runs/sweeps/NAME")
+            raise ConfigError(
+                f"dashboard: {target} is not a sweep folder (no sweep.json); give a sweeps/*.yaml file or runs/sweeps/NAME"
+            )
         return None, load_spec(json.loads(record.read_text())["file"]), target
     if target.is_file():
         spec = load_spec(target)
         folder = Path("runs/sweeps") / spec.name
         return None, spec, folder if folder.is_dir() else None
-    raise ConfigError(f"dashboard: {target} does not exist; give a sweeps/*.yaml file, a sweep folder or a *.dashboard.json spec")
+    raise ConfigError(
+        f"dashboard: {target} does not exist; give a sweeps/*.yaml file, a sweep folder or a *.dashboard.json spec"
+    )
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="vitlight dashboard", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        prog="vitlight dashboard",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("target", help="a sweep file, a sweep folder (runs/sweeps/NAME) or a written *.dashboard.json")
     p.add_argument("--entity", default=None, help="W&B entity (default: the sweep file's)")
     p.add_argument("--project", default=None, help="W&B project (default: the sweep file's, else vitlight)")
@@ -161,7 +201,9 @@ def main(argv: list[str]) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(view, indent=1) + "\n")
     print(f"dashboard spec written: {out} (W&B {mode}: {reason})")
-    print(f"  publish it: WANDB_MODE=online vitlight dashboard {out} --entity YOUR_ENTITY [--project {view['project']}]")
+    print(
+        f"  publish it: WANDB_MODE=online vitlight dashboard {out} --entity YOUR_ENTITY [--project {view['project']}]"
+    )
     return 0
 
 

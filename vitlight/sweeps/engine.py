@@ -44,7 +44,14 @@ from vitlight.sweeps import space
 from vitlight.sweeps.macros import expand
 from vitlight.sweeps.spec import SweepSpec, SweepSpecError
 from vitlight.sweeps.trial import (
-    PROGRESS_FILE, find_summaries, heartbeat_age, last_error_line, process_alive, read_metric, run_trial, stop_orphan,
+    PROGRESS_FILE,
+    find_summaries,
+    heartbeat_age,
+    last_error_line,
+    process_alive,
+    read_metric,
+    run_trial,
+    stop_orphan,
 )
 
 INFO_FILE = "sweep.json"
@@ -62,8 +69,14 @@ def open_folder(spec: SweepSpec, folder: Path, storage_url: str | None = None) -
     digest = spec.digest()
     kept_in = redact_url(storage_url) if storage_url else STORAGE_FILE
     if not info_path.exists():
-        info = {"id": f"{spec.name}-{digest}", "name": spec.name, "digest": digest, "file": str(spec.path),
-                "storage": kept_in, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+        info = {
+            "id": f"{spec.name}-{digest}",
+            "name": spec.name,
+            "digest": digest,
+            "file": str(spec.path),
+            "storage": kept_in,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         try:
             with open(info_path, "x") as stream:  # exclusive: two runners starting at once agree on one id
                 json.dump(info, stream, indent=2)
@@ -79,8 +92,10 @@ def open_folder(spec: SweepSpec, folder: Path, storage_url: str | None = None) -
     recorded = info.get("storage", STORAGE_FILE)
     if recorded != kept_in:  # a runner on another storage would silently start a second sweep
         hint = "leave out --storage" if recorded == STORAGE_FILE else f"pass --storage {recorded} (with its password)"
-        raise SweepSpecError(f"sweep folder {str(folder)!r} keeps its trials in {recorded}, not {kept_in}; {hint}, "
-                             f"or pass --folder NEW for a new sweep")
+        raise SweepSpecError(
+            f"sweep folder {str(folder)!r} keeps its trials in {recorded}, not {kept_in}; {hint}, "
+            f"or pass --folder NEW for a new sweep"
+        )
     return info["id"]
 
 
@@ -117,9 +132,11 @@ def open_database(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
                 raise ConfigError(f"sweep: --storage {redact_url(url)}: {_first_line(error)}") from None
             time.sleep(0.2 + random.random() * 0.5)  # the other runner finishes creating the tables meanwhile
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
-            raise ConfigError(f"sweep: cannot open --storage {redact_url(url)}: {_first_line(error)} "
-                              f"(valid: an Optuna storage URL such as postgresql://user:password@host/db, "
-                              f"mysql://user:password@host/db or sqlite:///path/to/file.db)") from None
+            raise ConfigError(
+                f"sweep: cannot open --storage {redact_url(url)}: {_first_line(error)} "
+                f"(valid: an Optuna storage URL such as postgresql://user:password@host/db, "
+                f"mysql://user:password@host/db or sqlite:///path/to/file.db)"
+            ) from None
     raise AssertionError("unreachable")
 
 
@@ -177,14 +194,19 @@ class SweepRunner:
 
     # ----- the study --------------------------------------------------------------------
     def study(self, worker: int) -> optuna.Study:
-        study = optuna.create_study(storage=self.storage, study_name=self.sweep_id, direction=space.direction(self.spec),
-                                    load_if_exists=True)
+        study = optuna.create_study(
+            storage=self.storage, study_name=self.sweep_id, direction=space.direction(self.spec), load_if_exists=True
+        )
         if self.spec.method == "grid":  # one shuffle for every runner and worker: trial k is grid entry k
             seed = _seed(self.sweep_id)
         else:  # random and bayes draw differently in each runner and worker
             seed = _seed(f"{self.sweep_id}:{len(study.trials)}:{worker}:{self._token}")
-        return optuna.load_study(study_name=self.sweep_id, storage=self.storage, sampler=space.sampler(self.spec, seed),
-                                 pruner=space.pruner(self.spec))
+        return optuna.load_study(
+            study_name=self.sweep_id,
+            storage=self.storage,
+            sampler=space.sampler(self.spec, seed),
+            pruner=space.pruner(self.spec),
+        )
 
     def trial_dir(self, number: int) -> Path:
         return self.folder / "trials" / f"{number:04d}"
@@ -207,7 +229,11 @@ class SweepRunner:
             if age is None and trial.datetime_start is not None:  # asked for, never started
                 age = time.time() - trial.datetime_start.timestamp()
             same_host = trial.user_attrs.get("host") == self._host
-            dead = same_host and "runner_pid" in trial.user_attrs and not process_alive(int(trial.user_attrs["runner_pid"]))
+            dead = (
+                same_host
+                and "runner_pid" in trial.user_attrs
+                and not process_alive(int(trial.user_attrs["runner_pid"]))
+            )
             if not dead and (age is None or age < STALE_AFTER_S):
                 continue
             if same_host and "trial_pid" in trial.user_attrs:
@@ -237,8 +263,10 @@ class SweepRunner:
 
     # ----- running ----------------------------------------------------------------------
     def run(self) -> RunnerResult:
-        threads = [threading.Thread(target=self._worker, args=(index,), name=f"sweep-worker-{index}", daemon=True)
-                   for index in range(self.workers)]
+        threads = [
+            threading.Thread(target=self._worker, args=(index,), name=f"sweep-worker-{index}", daemon=True)
+            for index in range(self.workers)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -275,17 +303,39 @@ class SweepRunner:
         if spec.subcommand == "fit" and spec.hyperband is not None:
             argv.append(PROGRESS_CALLBACK)
         shown = " ".join(f"{p.name}={values[p.path]}" for p in spec.searched)
-        for key, value in (("runner", self._token), ("host", self._host), ("runner_pid", os.getpid()),
-                           ("values", {".".join(k): v for k, v in values.items()}), ("argv", argv)):
+        for key, value in (
+            ("runner", self._token),
+            ("host", self._host),
+            ("runner_pid", os.getpid()),
+            ("values", {".".join(k): v for k, v in values.items()}),
+            ("argv", argv),
+        ):
             trial.set_user_attr(key, value)
-        write_json_atomic(trial_dir / "trial.json", {"number": number, "sweep_id": self.sweep_id, "values": trial.user_attrs["values"],
-                                                     "argv": argv, "state": "running"})
+        write_json_atomic(
+            trial_dir / "trial.json",
+            {
+                "number": number,
+                "sweep_id": self.sweep_id,
+                "values": trial.user_attrs["values"],
+                "argv": argv,
+                "state": "running",
+            },
+        )
         self.say(f"trial {number}: started  {shown}")
         self.result.started += 1
         report = self._reporter(trial) if spec.hyperband is not None else None
         beat = (lambda: trial.set_user_attr("heartbeat", time.time())) if self.storage_url else None
-        outcome = run_trial(argv, trial_dir, self._env(trial_dir), spec.metric, self.stop, report=report,
-                            on_start=lambda pid: trial.set_user_attr("trial_pid", pid), poll_s=self.poll_s, on_beat=beat)
+        outcome = run_trial(
+            argv,
+            trial_dir,
+            self._env(trial_dir),
+            spec.metric,
+            self.stop,
+            report=report,
+            on_start=lambda pid: trial.set_user_attr("trial_pid", pid),
+            poll_s=self.poll_s,
+            on_beat=beat,
+        )
         self._record(study, trial, trial_dir, outcome)
 
     def _env(self, trial_dir: Path) -> dict[str, str]:
@@ -312,8 +362,13 @@ class SweepRunner:
         value = read_metric(summary, self.spec.metric) if summary else None
         trial.set_user_attr("run_dirs", [str(p.parent) for p in summaries])
         trial.set_user_attr("wall_time_s", outcome.wall_time_s)
-        record: dict[str, Any] = {"state": "failed", "value": value, "exit_code": outcome.exit_code, "wall_time_s": outcome.wall_time_s,
-                                  "run_dirs": [str(p.parent) for p in summaries]}
+        record: dict[str, Any] = {
+            "state": "failed",
+            "value": value,
+            "exit_code": outcome.exit_code,
+            "wall_time_s": outcome.wall_time_s,
+            "run_dirs": [str(p.parent) for p in summaries],
+        }
         if outcome.stopped:
             study.tell(trial, state=TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={"rerun_of": number})
@@ -323,8 +378,10 @@ class SweepRunner:
             study.tell(trial, state=TrialState.PRUNED)
             record["state"] = "pruned"
             self.result.pruned += 1
-            self.say(f"trial {number}: stopped early by hyperband after {len(outcome.reports)} reports "
-                     f"({self.spec.metric} {outcome.reports[-1]:.4f})")
+            self.say(
+                f"trial {number}: stopped early by hyperband after {len(outcome.reports)} reports "
+                f"({self.spec.metric} {outcome.reports[-1]:.4f})"
+            )
         elif outcome.exit_code == 0 and value is not None and summary.get("status") == "finished":
             study.tell(trial, value)
             record["state"] = "finished"
@@ -352,8 +409,12 @@ def describe(folder: Path, spec: SweepSpec, storage_url: str | None = None) -> l
     lines = []
     for trial in sorted(trials, key=lambda t: t.number):
         state = "cut off" if trial.number in replaced else trial.state.name.lower()
-        value = f"{spec.metric}={trial.value:.4f}" if trial.value is not None and trial.state == TrialState.COMPLETE else ""
+        value = (
+            f"{spec.metric}={trial.value:.4f}" if trial.value is not None and trial.state == TrialState.COMPLETE else ""
+        )
         values = trial.user_attrs.get("values", {})
-        searched = " ".join(f"{k}={v}" for k, v in values.items() if any(p.name == k and not p.is_constant for p in spec.parameters))
+        searched = " ".join(
+            f"{k}={v}" for k, v in values.items() if any(p.name == k and not p.is_constant for p in spec.parameters)
+        )
         lines.append(f"  {trial.number:4d}  {state:9s} {value:22s} {searched}")
     return lines

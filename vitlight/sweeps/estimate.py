@@ -38,10 +38,30 @@ DEVICES = {  # dense bf16 tensor-core datasheet peaks (FLOP/s), as bench/gpu_mea
     "a100": ("one NVIDIA A100", 312e12),
 }
 # Stored training and test images of the datasets the sweep files use (validation is carved from train).
-TRAIN_IMAGES = {"CIFAR10": 50_000, "CIFAR100": 50_000, "EmbeddedDigits": 4_000, "MNIST": 60_000, "FashionMNIST": 60_000,
-                "SVHN": 73_257, "STL10": 5_000, "TinyImageNet": 100_000, "ImageNet": 1_281_167, "Imagenette": 9_469}
-TEST_IMAGES = {"CIFAR10": 10_000, "CIFAR100": 10_000, "EmbeddedDigits": 1_000, "MNIST": 10_000, "FashionMNIST": 10_000,
-               "SVHN": 26_032, "STL10": 8_000, "TinyImageNet": 10_000, "ImageNet": 50_000, "Imagenette": 3_925}
+TRAIN_IMAGES = {
+    "CIFAR10": 50_000,
+    "CIFAR100": 50_000,
+    "EmbeddedDigits": 4_000,
+    "MNIST": 60_000,
+    "FashionMNIST": 60_000,
+    "SVHN": 73_257,
+    "STL10": 5_000,
+    "TinyImageNet": 100_000,
+    "ImageNet": 1_281_167,
+    "Imagenette": 9_469,
+}
+TEST_IMAGES = {
+    "CIFAR10": 10_000,
+    "CIFAR100": 10_000,
+    "EmbeddedDigits": 1_000,
+    "MNIST": 10_000,
+    "FashionMNIST": 10_000,
+    "SVHN": 26_032,
+    "STL10": 8_000,
+    "TinyImageNet": 10_000,
+    "ImageNet": 50_000,
+    "Imagenette": 3_925,
+}
 SEED_NAMES = re.compile(r"(^|\.)seed(_everything)?$")
 
 
@@ -113,8 +133,12 @@ def device_rate(device: str = "h200", mfu: float | None = None, bench: str | Pat
     if bench is not None:
         return _bench_rate(Path(bench), mfu)
     if device == "cpu":
-        return Rate("this CPU (fp32 matmul, measured now)", cpu_matmul_rate(), mfu or DEFAULT_MFU,
-                    "assumed MFU" if mfu is None else "--mfu")
+        return Rate(
+            "this CPU (fp32 matmul, measured now)",
+            cpu_matmul_rate(),
+            mfu or DEFAULT_MFU,
+            "assumed MFU" if mfu is None else "--mfu",
+        )
     if device not in DEVICES:
         raise ConfigError(f"sweep: --device {device!r} is not known; valid: {', '.join([*DEVICES, 'cpu'])}")
     name, peak = DEVICES[device]
@@ -129,8 +153,11 @@ def _bench_rate(path: Path, mfu: float | None) -> Rate:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"sweep: --bench {path} is not a bench/gpu.py JSON result ({error})") from None
     peak = ceilings.get("datasheet_tflops") or ceilings.get("matmul_tflops")
-    measured = [r["mfu_datasheet"] if ceilings.get("datasheet_tflops") else r.get("mfu_matmul") for r in rows
-                if r.get("status") == "ok" and (r.get("mfu_datasheet") or r.get("mfu_matmul"))]
+    measured = [
+        r["mfu_datasheet"] if ceilings.get("datasheet_tflops") else r.get("mfu_matmul")
+        for r in rows
+        if r.get("status") == "ok" and (r.get("mfu_datasheet") or r.get("mfu_matmul"))
+    ]
     if not peak or (mfu is None and not measured):
         raise ConfigError(f"sweep: --bench {path} has no peak or no measured MFU row; run bench/gpu.py on the device")
     source = "--mfu" if mfu is not None else f"median MFU of {len(measured)} rows of {path.name}"
@@ -156,7 +183,9 @@ def trial_values(spec: SweepSpec) -> list[dict[tuple[str, ...], Any]]:
         names = [p.path for p in spec.parameters]
         return [dict(zip(names, combo)) for combo in itertools.product(*(p.grid_values() for p in spec.parameters))]
     if spec.run_cap is None:
-        raise ConfigError(f"sweep: {spec.path} ({spec.method}) has no run_cap, so it never ends; add run_cap to estimate it")
+        raise ConfigError(
+            f"sweep: {spec.path} ({spec.method}) has no run_cap, so it never ends; add run_cap to estimate it"
+        )
     return [{p.path: p.examples()[0] for p in spec.parameters}] * spec.run_cap
 
 
@@ -177,9 +206,11 @@ def estimate(spec: SweepSpec) -> SweepEstimate:
 
 def header_line(result: SweepEstimate, rate: Rate) -> str:
     """The line each sweep file's header carries (tests/sweeps/test_estimate.py checks it against the file)."""
-    return (f"# Estimate (vitlight sweep --estimate): {result.trials} trials, {result.train_flops:.2e} training FLOPs "
-            f"(+ {result.flops - result.train_flops:.1e} evaluating), {duration(result.hours(rate))} on {rate.device} "
-            f"at {rate.mfu:.0%} MFU.")
+    return (
+        f"# Estimate (vitlight sweep --estimate): {result.trials} trials, {result.train_flops:.2e} training FLOPs "
+        f"(+ {result.flops - result.train_flops:.1e} evaluating), {duration(result.hours(rate))} on {rate.device} "
+        f"at {rate.mfu:.0%} MFU."
+    )
 
 
 def duration(hours: float) -> str:
@@ -189,26 +220,35 @@ def duration(hours: float) -> str:
 
 
 def report_lines(result: SweepEstimate, rate: Rate) -> list[str]:
-    lines = [f"{result.spec.path}: {result.trials} trials ({result.spec.method}), "
-             f"{result.train_flops:.3g} training FLOPs + {result.flops - result.train_flops:.3g} evaluating"]
+    lines = [
+        f"{result.spec.path}: {result.trials} trials ({result.spec.method}), "
+        f"{result.train_flops:.3g} training FLOPs + {result.flops - result.train_flops:.3g} evaluating"
+    ]
     for cost in result.costs:
-        shown = " ".join(f"{k}={Path(v).stem if isinstance(v, str) and v.endswith('.yaml') else v}" for k, v in cost.values.items())
+        shown = " ".join(
+            f"{k}={Path(v).stem if isinstance(v, str) and v.endswith('.yaml') else v}" for k, v in cost.values.items()
+        )
         times = f" x{cost.trials}" if cost.trials > 1 else ""
         each = duration(cost.flops / rate.flops_per_s / 3600)
         lines.append(f"  {shown or '(no parameters)'}{times}: {cost.train_flops:.3g} training FLOPs, {each} each")
         for stage in cost.stages:
-            lines.append(f"      {stage.stage}: {stage.model}, {stage.train_images:,} images trained, "
-                         f"{stage.train_flops:.3g} + {stage.eval_flops:.3g} FLOPs")
-    lines.append(f"{rate.device}: {rate.peak / 1e12:.4g} TFLOP/s peak x {rate.mfu:.0%} MFU ({rate.source}) = "
-                 f"{rate.flops_per_s / 1e12:.3g} TFLOP/s -> {duration(result.hours(rate))} "
-                 "(start-up, data decoding and early stopping not counted)")
+            lines.append(
+                f"      {stage.stage}: {stage.model}, {stage.train_images:,} images trained, "
+                f"{stage.train_flops:.3g} + {stage.eval_flops:.3g} FLOPs"
+            )
+    lines.append(
+        f"{rate.device}: {rate.peak / 1e12:.4g} TFLOP/s peak x {rate.mfu:.0%} MFU ({rate.source}) = "
+        f"{rate.flops_per_s / 1e12:.3g} TFLOP/s -> {duration(result.hours(rate))} "
+        "(start-up, data decoding and early stopping not counted)"
+    )
     return lines
 
 
 # ----- one stage -------------------------------------------------------------------------------
 
+
 def _parse_fit(argv: list[str]) -> Any:
-    from vitlight.sweeps.keys import fit_problem, fit_parser
+    from vitlight.sweeps.keys import fit_parser, fit_problem
 
     problem = fit_problem(argv)
     if problem:
@@ -233,12 +273,15 @@ def _num_classes(data_class: type, args_json: str) -> int:
     try:
         return int(data_class(**json.loads(args_json)).num_classes)
     except Exception as error:  # noqa: BLE001: a data module that needs its files for the class list
-        raise ConfigError(f"sweep: cannot read the class count of {data_class.__name__} without its files ({error})") from None
+        raise ConfigError(
+            f"sweep: cannot read the class count of {data_class.__name__} without its files ({error})"
+        ) from None
 
 
 @functools.cache
-def _model_flops(model_name: str, kwargs_json: str, cifar_stem: bool, image_size: int, num_classes: int, channels: int,
-                 frozen: bool) -> tuple[int, int]:
+def _model_flops(
+    model_name: str, kwargs_json: str, cifar_stem: bool, image_size: int, num_classes: int, channels: int, frozen: bool
+) -> tuple[int, int]:
     """(train step, forward) FLOPs of one image through the classifier vitlight builds."""
     from vitlight.analysis.flops import count_training_flops
     from vitlight.tasks.backbones import apply_cifar_stem, create_backbone
@@ -252,7 +295,9 @@ def _model_flops(model_name: str, kwargs_json: str, cifar_stem: bool, image_size
             model.get_classifier().requires_grad_(True)
         return model
 
-    count = count_training_flops(build, (2, channels, image_size, image_size))  # 2: batch norm needs two values on a 1x1 map
+    count = count_training_flops(
+        build, (2, channels, image_size, image_size)
+    )  # 2: batch norm needs two values on a 1x1 map
     return count.train_step // 2, count.forward // 2
 
 
@@ -282,7 +327,13 @@ def _fit_stage(stage: str, argv: list[str]) -> StageCost:
     if dataset not in TRAIN_IMAGES:
         raise ConfigError(f"sweep: no image count known for {dataset}; known: {', '.join(TRAIN_IMAGES)}")
     stored = TRAIN_IMAGES[dataset]
-    val = 0 if data_class.has_val_split else max(1, round(float(data.get("val_fraction") or 0) * stored)) if data.get("val_fraction") else 0
+    val = (
+        0
+        if data_class.has_val_split
+        else max(1, round(float(data.get("val_fraction") or 0) * stored))
+        if data.get("val_fraction")
+        else 0
+    )
     pool = stored - val
     size = data.get("train_size")
     train = pool if size is None else (round(size * pool) if size <= 1 else int(size))
@@ -293,15 +344,30 @@ def _fit_stage(stage: str, argv: list[str]) -> StageCost:
     eval_batch = int(data.get("eval_batch_size") or batch)
     if "preset" in model:  # ImageGPT pixel pretraining
         label = f"{model['preset']} at {image_size}x{image_size}"
-        step, forward = _igpt_flops(json.dumps({k: v for k, v in model.items() if isinstance(v, (int, float, str))}, sort_keys=True), image_size)
+        step, forward = _igpt_flops(
+            json.dumps({k: v for k, v in model.items() if isinstance(v, (int, float, str))}, sort_keys=True), image_size
+        )
     else:
         classes = _num_classes(data_class, json.dumps({k: v for k, v in data.items() if k in ("data_dir",)}))
         kwargs = model.get("model_kwargs") or {}
-        label = f"{model.get('model_name')}{' ' + json.dumps(kwargs, sort_keys=True) if kwargs else ''} at {image_size} px"
-        step, forward = _model_flops(str(model.get("model_name")), json.dumps(kwargs, sort_keys=True), bool(model.get("cifar_stem")),
-                                     image_size, classes, channels, bool(model.get("freeze_backbone")))
+        label = (
+            f"{model.get('model_name')}{' ' + json.dumps(kwargs, sort_keys=True) if kwargs else ''} at {image_size} px"
+        )
+        step, forward = _model_flops(
+            str(model.get("model_name")),
+            json.dumps(kwargs, sort_keys=True),
+            bool(model.get("cifar_stem")),
+            image_size,
+            classes,
+            channels,
+            bool(model.get("freeze_backbone")),
+        )
     batches = _count(trainer.limit_train_batches, train // batch if train >= batch else 1)
-    max_epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else (math.inf if trainer.max_steps not in (None, -1) else 1000)
+    max_epochs = (
+        trainer.max_epochs
+        if trainer.max_epochs not in (None, -1)
+        else (math.inf if trainer.max_steps not in (None, -1) else 1000)
+    )
     total = batches * max_epochs
     if trainer.max_steps not in (None, -1):
         total = min(total, trainer.max_steps * int(trainer.accumulate_grad_batches or 1))
@@ -312,9 +378,14 @@ def _fit_stage(stage: str, argv: list[str]) -> StageCost:
     else:
         validations = int(epochs // (trainer.check_val_every_n_epoch or 1))
     val_images = min(val, _count(trainer.limit_val_batches, math.ceil(val / eval_batch)) * eval_batch) if val else 0
-    test_images = min(TEST_IMAGES[dataset], _count(trainer.limit_test_batches, math.ceil(TEST_IMAGES[dataset] / eval_batch)) * eval_batch)
+    test_images = min(
+        TEST_IMAGES[dataset],
+        _count(trainer.limit_test_batches, math.ceil(TEST_IMAGES[dataset] / eval_batch)) * eval_batch,
+    )
     images = total * batch
-    return StageCost(stage, label, images, float(step) * images, float(forward) * (validations * val_images + test_images))
+    return StageCost(
+        stage, label, images, float(step) * images, float(forward) * (validations * val_images + test_images)
+    )
 
 
 def _pipeline_stages(argv: list[str]) -> tuple[StageCost, ...]:
@@ -335,6 +406,8 @@ def _pipeline_stages(argv: list[str]) -> tuple[StageCost, ...]:
 
 def _probe_images(args: Any) -> int:
     """The probe's images: the pretraining data's train pool and test set (the probe reads the checkpoint's data)."""
-    config = _parse_fit(["fit", *sum((["--config", c] for c in args.configs["pretrain"]), []), *args.overrides["pretrain"]])
+    config = _parse_fit(
+        ["fit", *sum((["--config", c] for c in args.configs["pretrain"]), []), *args.overrides["pretrain"]]
+    )
     data_class, _ = _data_facts(config.data)
     return TRAIN_IMAGES.get(data_class.__name__, 0) + TEST_IMAGES.get(data_class.__name__, 0)

@@ -110,13 +110,17 @@ def check_keys(spec: SweepSpec) -> None:
             return
         alone = problem({})
         if alone:
-            raise SweepSpecError(f"{spec.path}: the command without parameters is rejected: {alone}; command: {' '.join(spec.command)}")
+            raise SweepSpecError(
+                f"{spec.path}: the command without parameters is rejected: {alone}; command: {' '.join(spec.command)}"
+            )
         bad = _bad_parameters(spec.parameters, examples, problem)
         if not bad:
             raise SweepSpecError(f"{spec.path}: the parameters are accepted one by one but not together: {failed}")
         names = ", ".join(name for name, _ in bad)
         details = "; ".join(f"{name}: {reason}" for name, reason in bad)
-        raise SweepSpecError(f"{spec.path}: parameters that `vitlight {spec.subcommand}` does not accept: {names} ({details})")
+        raise SweepSpecError(
+            f"{spec.path}: parameters that `vitlight {spec.subcommand}` does not accept: {names} ({details})"
+        )
 
 
 def _bad_parameters(parameters: tuple[Parameter, ...], examples: dict, problem) -> list[tuple[str, str]]:

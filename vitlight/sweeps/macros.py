@@ -31,8 +31,17 @@ def nest(values: dict[tuple[str, ...], Any]) -> dict[str, Any]:
 
 def argument_forms(config: dict[str, Any]) -> dict[str, list[str]]:
     """The agent's argument macros for one run config."""
-    forms: dict[str, list[str]] = {key: [] for key in (
-        "args", "args_no_hyphens", "args_no_boolean_flags", "args_no_equals", "args_append_hydra", "args_override_hydra")}
+    forms: dict[str, list[str]] = {
+        key: []
+        for key in (
+            "args",
+            "args_no_hyphens",
+            "args_no_boolean_flags",
+            "args_no_equals",
+            "args_append_hydra",
+            "args_override_hydra",
+        )
+    }
     for name, value in config.items():
         flag = f"{name}={value}"
         forms["args"].append("--" + flag)
@@ -83,4 +92,4 @@ def expand(
 
 def vitlight_arguments(spec: SweepSpec, argv: list[str]) -> list[str]:
     """The part of a trial's argv that vitlight's own parser sees: from the subcommand on."""
-    return argv[argv.index(spec.subcommand):]
+    return argv[argv.index(spec.subcommand) :]

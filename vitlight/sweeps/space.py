@@ -145,7 +145,9 @@ def pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     band = spec.hyperband
     if band is None:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=band.min_iter, reduction_factor=band.eta, min_early_stopping_rate=0)
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=band.min_iter, reduction_factor=band.eta, min_early_stopping_rate=0
+    )
 
 
 def direction(spec: SweepSpec) -> str:

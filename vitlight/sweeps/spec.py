@@ -29,8 +29,20 @@ from vitlight.errors import ConfigError
 METHODS = ("grid", "random", "bayes")
 GOALS = ("maximize", "minimize")
 TOP_LEVEL_KEYS = (
-    "program", "command", "method", "metric", "parameters", "early_terminate", "run_cap",
-    "name", "description", "project", "entity", "controller", "job", "image",
+    "program",
+    "command",
+    "method",
+    "metric",
+    "parameters",
+    "early_terminate",
+    "run_cap",
+    "name",
+    "description",
+    "project",
+    "entity",
+    "controller",
+    "job",
+    "image",
 )
 # distribution -> (required keys, optional keys with W&B's defaults)
 DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -53,11 +65,33 @@ DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "beta": ((), {"a": 1.0, "b": 1.0}),
     "q_beta": ((), {"a": 1.0, "b": 1.0, "q": 1.0}),
 }
-PARAMETER_KEYS = {"distribution", "value", "values", "probabilities", "min", "max", "q", "mu", "sigma", "a", "b", "parameters"}
+PARAMETER_KEYS = {
+    "distribution",
+    "value",
+    "values",
+    "probabilities",
+    "min",
+    "max",
+    "q",
+    "mu",
+    "sigma",
+    "a",
+    "b",
+    "parameters",
+}
 # Macros of the agent's command line (wandb.wandb_agent / sdk.launch.sweeps.utils), plus ${envvar:NAME}.
 MACROS = (
-    "env", "interpreter", "program", "args", "args_no_hyphens", "args_json", "args_json_file",
-    "args_no_boolean_flags", "args_no_equals", "args_append_hydra", "args_override_hydra",
+    "env",
+    "interpreter",
+    "program",
+    "args",
+    "args_no_hyphens",
+    "args_json",
+    "args_json_file",
+    "args_no_boolean_flags",
+    "args_no_equals",
+    "args_append_hydra",
+    "args_override_hydra",
 )
 MACRO = re.compile(r"^\$\{([A-Za-z_]+)(?::([A-Za-z0-9_]*))?\}$")
 VITLIGHT_SUBCOMMANDS = ("fit", "pipeline")
@@ -116,7 +150,13 @@ class Parameter:
             return list(c["values"])
         if self.distribution == "int_uniform":
             return [int(c["min"]), int(c["max"])]
-        if self.distribution in ("uniform", "q_uniform", "log_uniform_values", "inv_log_uniform_values", "q_log_uniform_values"):
+        if self.distribution in (
+            "uniform",
+            "q_uniform",
+            "log_uniform_values",
+            "inv_log_uniform_values",
+            "q_log_uniform_values",
+        ):
             return [float(c["min"]), float(c["max"])]
         if self.distribution in ("log_uniform", "q_log_uniform"):
             return [math.exp(c["min"]), math.exp(c["max"])]
@@ -212,8 +252,15 @@ def _check_parameter(name: str, distribution: str, config: dict[str, Any]) -> li
             return [f"parameter {name!r}: values must be a non-empty list"]
         if "probabilities" in c:
             p = c["probabilities"]
-            if not isinstance(p, list) or len(p) != len(c["values"]) or not all(_number(x) and x >= 0 for x in p) or abs(sum(p) - 1) > 1e-6:
-                problems.append(f"parameter {name!r}: probabilities must be one non-negative number per value, summing to 1")
+            if (
+                not isinstance(p, list)
+                or len(p) != len(c["values"])
+                or not all(_number(x) and x >= 0 for x in p)
+                or abs(sum(p) - 1) > 1e-6
+            ):
+                problems.append(
+                    f"parameter {name!r}: probabilities must be one non-negative number per value, summing to 1"
+                )
     for key in ("min", "max", "q", "mu", "sigma", "a", "b"):
         if key in c and not _number(c[key]):
             problems.append(f"parameter {name!r}: {key} must be a number, got {c[key]!r}")
@@ -241,11 +288,15 @@ def _parameters(tree: Any, prefix: tuple[str, ...], problems: list[str]) -> list
         path = (*prefix, str(name))
         dotted = ".".join(path)
         if not isinstance(config, dict):
-            problems.append(f"parameter {dotted!r}: expected a mapping such as {{values: [...]}} or {{min: 0, max: 1}}, got {config!r}")
+            problems.append(
+                f"parameter {dotted!r}: expected a mapping such as {{values: [...]}} or {{min: 0, max: 1}}, got {config!r}"
+            )
             continue
         unknown = sorted(set(config) - PARAMETER_KEYS)
         if unknown:
-            problems.append(f"parameter {dotted!r}: unknown setting {', '.join(unknown)} (valid: {', '.join(sorted(PARAMETER_KEYS))})")
+            problems.append(
+                f"parameter {dotted!r}: unknown setting {', '.join(unknown)} (valid: {', '.join(sorted(PARAMETER_KEYS))})"
+            )
             continue
         if "parameters" in config and "distribution" not in config:
             found += _parameters(config["parameters"], path, problems)
@@ -271,7 +322,9 @@ def _hyperband(config: Any, problems: list[str]) -> Hyperband | None:
         return None
     unknown = sorted(set(config) - HYPERBAND_KEYS)
     if unknown:
-        problems.append(f"early_terminate: unknown setting {', '.join(unknown)} (valid: {', '.join(sorted(HYPERBAND_KEYS))})")
+        problems.append(
+            f"early_terminate: unknown setting {', '.join(unknown)} (valid: {', '.join(sorted(HYPERBAND_KEYS))})"
+        )
     eta = config.get("eta", 3)
     if not isinstance(eta, int) or eta < 2:
         problems.append(f"early_terminate: eta must be an integer of at least 2, got {eta!r}")
@@ -292,7 +345,9 @@ def _hyperband(config: Any, problems: list[str]) -> Hyperband | None:
 def _command(raw: dict[str, Any], problems: list[str]) -> tuple[str, ...]:
     command = raw.get("command")
     if command is None:
-        problems.append(f"command: missing; a vitlight sweep says how to run a trial, e.g. [${{env}}, ${{interpreter}}, -m, vitlight, fit, --config, FILE, ${{args}}]")
+        problems.append(
+            "command: missing; a vitlight sweep says how to run a trial, e.g. [${env}, ${interpreter}, -m, vitlight, fit, --config, FILE, ${args}]"
+        )
         return ()
     if not isinstance(command, list) or not all(isinstance(t, (str, int, float)) for t in command):
         problems.append("command: must be a list of strings")
@@ -301,10 +356,14 @@ def _command(raw: dict[str, Any], problems: list[str]) -> tuple[str, ...]:
     for token in tokens:
         match = MACRO.match(token)
         if token.startswith("${") and (match is None or (match.group(1) not in MACROS and match.group(1) != "envvar")):
-            problems.append(f"command: unknown macro {token} (valid: {', '.join('${' + m + '}' for m in MACROS)}, ${{envvar:NAME}})")
+            problems.append(
+                f"command: unknown macro {token} (valid: {', '.join('${' + m + '}' for m in MACROS)}, ${{envvar:NAME}})"
+            )
     literal = [t for t in tokens if not t.startswith("${")]
     if not any(t in VITLIGHT_SUBCOMMANDS for t in literal):
-        problems.append(f"command: runs no vitlight subcommand ({' or '.join(VITLIGHT_SUBCOMMANDS)}); e.g. [${{env}}, ${{interpreter}}, -m, vitlight, fit, --config, FILE, ${{args}}]")
+        problems.append(
+            f"command: runs no vitlight subcommand ({' or '.join(VITLIGHT_SUBCOMMANDS)}); e.g. [${{env}}, ${{interpreter}}, -m, vitlight, fit, --config, FILE, ${{args}}]"
+        )
     if "${program}" in tokens and not raw.get("program"):
         problems.append("command: uses ${program} but the file sets no program")
     if not any(t.startswith("${args") for t in tokens) and raw.get("parameters"):
@@ -337,7 +396,11 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
     if clashes:
         problems.append(f"parameters given twice (nested and dotted): {', '.join(clashes)}")
     if method == "grid":
-        no_grid = [p.name for p in parameters if p.distribution not in ("constant", "categorical", "categorical_w", "int_uniform", "q_uniform")]
+        no_grid = [
+            p.name
+            for p in parameters
+            if p.distribution not in ("constant", "categorical", "categorical_w", "int_uniform", "q_uniform")
+        ]
         if no_grid:
             problems.append(f"grid needs values, value, int_uniform or q_uniform; not a grid: {', '.join(no_grid)}")
     if method == "bayes" and not isinstance(metric, dict):
@@ -350,9 +413,19 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
     if problems:
         raise SweepSpecError(f"{path}: " + "; ".join(problems))
     return SweepSpec(
-        path=path, name=str(raw.get("name") or path.stem), method=method, metric=metric_name, goal=goal,
-        parameters=tuple(parameters), command=command, program=raw.get("program"), hyperband=hyperband,
-        run_cap=run_cap, project=raw.get("project"), entity=raw.get("entity"), raw=raw,
+        path=path,
+        name=str(raw.get("name") or path.stem),
+        method=method,
+        metric=metric_name,
+        goal=goal,
+        parameters=tuple(parameters),
+        command=command,
+        program=raw.get("program"),
+        hyperband=hyperband,
+        run_cap=run_cap,
+        project=raw.get("project"),
+        entity=raw.get("entity"),
+        raw=raw,
     )
 
 

@@ -18,9 +18,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vitlight.runs import SUMMARY_FILE
 
@@ -118,7 +119,9 @@ def run_trial(
     with open(trial_dir / OUTPUT_FILE, "ab") as log:
         log.write(f"$ {' '.join(argv)}\n".encode())
         log.flush()
-        process = subprocess.Popen(launch_argv(argv), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+        process = subprocess.Popen(
+            launch_argv(argv), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
         if on_start is not None:
             on_start(process.pid)
         last_beat = time.time()
@@ -171,7 +174,11 @@ def find_summaries(trial_dir: Path) -> list[Path]:
 def read_metric(summary: dict[str, Any], name: str) -> float | None:
     """The sweep metric from summary.json: a pipeline's metrics, test, best validation, then top level."""
     for section in (summary.get("metrics"), summary.get("test"), summary.get("best_validation"), summary):
-        if isinstance(section, dict) and isinstance(section.get(name), (int, float)) and not isinstance(section.get(name), bool):
+        if (
+            isinstance(section, dict)
+            and isinstance(section.get(name), (int, float))
+            and not isinstance(section.get(name), bool)
+        ):
             return float(section[name])
     return None
 
@@ -179,10 +186,16 @@ def read_metric(summary: dict[str, Any], name: str) -> float | None:
 def last_error_line(trial_dir: Path) -> str:
     """The most telling line of the trial's output: a `vitlight: error:` line, else the last one."""
     try:
-        lines = [line.strip() for line in (trial_dir / OUTPUT_FILE).read_text(errors="replace").splitlines() if line.strip()]
+        lines = [
+            line.strip() for line in (trial_dir / OUTPUT_FILE).read_text(errors="replace").splitlines() if line.strip()
+        ]
     except FileNotFoundError:
         return ""
-    errors = [line for line in lines if line.startswith("vitlight: error:") or line.split(":")[0].endswith(("Error", "Exception"))]
+    errors = [
+        line
+        for line in lines
+        if line.startswith("vitlight: error:") or line.split(":")[0].endswith(("Error", "Exception"))
+    ]
     text = (errors or lines or [""])[-1]
     return text if len(text) <= 300 else text[:297] + "..."
 

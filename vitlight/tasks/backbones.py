@@ -57,14 +57,18 @@ def create_backbone(
     except TypeError as error:
         raise ConfigError(f"model.model_kwargs do not fit timm model {name!r}: {error}") from None
     except AssertionError as error:
-        raise ConfigError(f"timm model {name!r} rejects its arguments {kwargs}: {error or 'assertion failed'}") from None
+        raise ConfigError(
+            f"timm model {name!r} rejects its arguments {kwargs}: {error or 'assertion failed'}"
+        ) from None
     except (RuntimeError, OSError) as error:
         if not pretrained:
             raise
         if "Invalid pretrained tag" in str(error):
             architecture = name.split(".")[0]
             tags = ", ".join(timm.list_pretrained(f"{architecture}.*")[:8]) or "none"
-            raise ConfigError(f"model.model_name {name!r} has no pretrained weights of that tag; valid: {tags}") from None
+            raise ConfigError(
+                f"model.model_name {name!r} has no pretrained weights of that tag; valid: {tags}"
+            ) from None
         raise ConfigError(offline_message(name)) from None
 
 

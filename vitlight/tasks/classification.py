@@ -112,7 +112,9 @@ class ImageClassifier(L.LightningModule):
     def _freeze_all_but_head(self) -> None:
         head = self.backbone.get_classifier() if hasattr(self.backbone, "get_classifier") else None
         if not isinstance(head, nn.Module) or not list(head.parameters()):
-            raise ConfigError(f"model.freeze_backbone needs a model with a classifier head; {self.hparams.model_name} has none")
+            raise ConfigError(
+                f"model.freeze_backbone needs a model with a classifier head; {self.hparams.model_name} has none"
+            )
         for parameter in self.backbone.parameters():
             parameter.requires_grad = False
         for parameter in head.parameters():
@@ -123,7 +125,9 @@ class ImageClassifier(L.LightningModule):
             return None
         from timm.data import Mixup
 
-        return Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=smoothing, num_classes=num_classes)
+        return Mixup(
+            mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=smoothing, num_classes=num_classes
+        )
 
     def _build_ema(self, decay: float | None):
         if decay is None:
@@ -187,7 +191,9 @@ class ImageClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        metrics, mean_loss = (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics, self.test_loss)
+        metrics, mean_loss = (
+            (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics, self.test_loss)
+        )
         metrics.update(logits, labels)
         mean_loss.update(loss, weight=len(labels))
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
@@ -250,7 +256,12 @@ class ImageClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(weight_decay_groups(self.backbone))
         if self.hparams.base_batch_size is not None:
             lr, batch = scale_learning_rate(optimizer, self.trainer, self.hparams.base_batch_size)
-            log.info("learning rate %.4g for global batch %d (the paper's rule: lr x batch / %d)", lr, batch, self.hparams.base_batch_size)
+            log.info(
+                "learning rate %.4g for global batch %d (the paper's rule: lr x batch / %d)",
+                lr,
+                batch,
+                self.hparams.base_batch_size,
+            )
             for logger in self.loggers:
                 logger.log_hyperparams({"lr_resolved": lr, "global_batch_size": batch})
         if self.scheduler_factory is None:

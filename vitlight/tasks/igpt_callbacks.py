@@ -16,7 +16,9 @@ from vitlight.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def completion_grid(originals: Tensor, halves: Tensor, completions: Tensor, gap: int = 2, min_tile: int = 64) -> np.ndarray:
+def completion_grid(
+    originals: Tensor, halves: Tensor, completions: Tensor, gap: int = 2, min_tile: int = 64
+) -> np.ndarray:
     """One row per image: quantized original | top half | completions; uint8 (H', W', C).
 
     originals, halves: uint8 (B, H, W, C); completions: uint8 (B, S, H, W, C). Tiles are
@@ -69,7 +71,9 @@ class CompletionGrid(Callback):
             seed: seed of the sampling draws, the same every epoch.
         """
         if every_n_epochs < 1 or n < 1 or samples < 1:
-            raise ConfigError(f"CompletionGrid: every_n_epochs ({every_n_epochs}), n ({n}) and samples ({samples}) must be >= 1")
+            raise ConfigError(
+                f"CompletionGrid: every_n_epochs ({every_n_epochs}), n ({n}) and samples ({samples}) must be >= 1"
+            )
         self.every_n_epochs = every_n_epochs
         self.n = n
         self.samples = samples
@@ -93,9 +97,15 @@ class CompletionGrid(Callback):
 
             self._pixels, _ = split_pixels(trainer.datamodule, "val", count=self.n)
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        grid = completion_grid(*pl_module.complete(
-            self._pixels, samples=self.samples, temperature=self.temperature, top_k=self.top_k, generator=generator,
-        ))
+        grid = completion_grid(
+            *pl_module.complete(
+                self._pixels,
+                samples=self.samples,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                generator=generator,
+            )
+        )
         epoch = trainer.current_epoch
         path = save_png(grid, Path(trainer.log_dir or ".") / "samples" / f"epoch={epoch:03d}.png")
         from vitlight.logging_wandb import wandb_loggers

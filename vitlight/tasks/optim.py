@@ -45,7 +45,9 @@ def global_batch_size(trainer) -> int:
     datamodule = getattr(trainer, "datamodule", None)
     per_device = getattr(datamodule, "batch_size", None)
     if not isinstance(per_device, int):
-        raise ConfigError("model.base_batch_size scales the learning rate by the global batch; it needs a vitlight data module")
+        raise ConfigError(
+            "model.base_batch_size scales the learning rate by the global batch; it needs a vitlight data module"
+        )
     return int(trainer.world_size) * per_device * int(trainer.accumulate_grad_batches)
 
 

@@ -33,8 +33,8 @@ from vitlight.errors import CheckpointError, ConfigError
 from vitlight.models.igpt import IGPT_PRESETS, IGPTConfig, ImageGPT
 from vitlight.models.igpt_transformers import PALETTE_KIND as OPENAI_PALETTE_KIND
 from vitlight.models.palette import Palette
-from vitlight.tasks.optim import weight_decay_groups
 from vitlight.tasks.inputs import batch_stage
+from vitlight.tasks.optim import weight_decay_groups
 from vitlight.tasks.pixels import Tokenizer, bits_per_token, channels_last, check_palette_settings, data_palette
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
@@ -121,7 +121,9 @@ class PixelPretrainer(L.LightningModule):
         self.mean_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})  # weighted by images
         self.mean_nll = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})  # weighted by scored tokens
         if self.classifier is not None:
-            self.accuracy = nn.ModuleDict({f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in STAGES})
+            self.accuracy = nn.ModuleDict(
+                {f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in STAGES}
+            )
         if checkpoint_path:
             self._load_pretrained(checkpoint_path)
 
@@ -135,9 +137,13 @@ class PixelPretrainer(L.LightningModule):
         if h.preset not in IGPT_PRESETS:
             raise ConfigError(f"model.preset {h.preset!r} is not an ImageGPT preset; valid: {', '.join(IGPT_PRESETS)}")
         if h.architecture not in OPENAI_ARCHITECTURE:
-            raise ConfigError(f"model.architecture must be one of {', '.join(OPENAI_ARCHITECTURE)}, got {h.architecture!r}")
+            raise ConfigError(
+                f"model.architecture must be one of {', '.join(OPENAI_ARCHITECTURE)}, got {h.architecture!r}"
+            )
         if h.architecture == "openai" and h.objective != "autoregressive":
-            raise ConfigError("model.architecture 'openai' is autoregressive (its SOS vector is a token row); set model.objective: autoregressive")
+            raise ConfigError(
+                "model.architecture 'openai' is autoregressive (its SOS vector is a token row); set model.objective: autoregressive"
+            )
         if h.objective not in ("autoregressive", "bert"):
             raise ConfigError(f"model.objective must be 'autoregressive' or 'bert', got {h.objective!r}")
         if not 0.0 < h.mask_fraction < 1.0:
@@ -183,8 +189,13 @@ class PixelPretrainer(L.LightningModule):
         folder = resolve_folder(path_or_hub_name)
         cfg = config_from_json(json.loads((folder / "config.json").read_text()))
         shape = dict(
-            n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, n_positions=cfg.n_positions,
-            palette_size=cfg.vocab_size, image_size=math.isqrt(cfg.n_positions), architecture="openai",
+            n_layer=cfg.n_layer,
+            n_embd=cfg.n_embd,
+            n_head=cfg.n_head,
+            n_positions=cfg.n_positions,
+            palette_size=cfg.vocab_size,
+            image_size=math.isqrt(cfg.n_positions),
+            architecture="openai",
             checkpoint_path=str(path_or_hub_name),
         )
         return cls(**{**shape, **overrides})
@@ -200,16 +211,20 @@ class PixelPretrainer(L.LightningModule):
         checkpoint = read_checkpoint(path)
         theirs = checkpoint.get("hyper_parameters", {})
         if PALETTE_KEY not in checkpoint:
-            raise CheckpointError(f"checkpoint {path!r} holds no ImageGPT palette; model.checkpoint_path must be a PixelPretrainer checkpoint")
+            raise CheckpointError(
+                f"checkpoint {path!r} holds no ImageGPT palette; model.checkpoint_path must be a PixelPretrainer checkpoint"
+            )
         if theirs.get("objective", self.hparams.objective) != self.hparams.objective:
             raise CheckpointError(
                 f"checkpoint {path!r} was trained with objective {theirs['objective']!r}; set model.objective: {theirs['objective']}"
             )
-        weights = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+        weights = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
         try:
             self.model.load_state_dict(weights)
         except RuntimeError as error:
-            shapes = ", ".join(f"{k}={theirs.get(k)}" for k in ("preset", "n_layer", "n_embd", "n_head", "palette_size", "image_size"))
+            shapes = ", ".join(
+                f"{k}={theirs.get(k)}" for k in ("preset", "n_layer", "n_embd", "n_head", "palette_size", "image_size")
+            )
             detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
             raise CheckpointError(f"checkpoint {path!r} does not fit this model (it has {shapes}): {detail}") from None
         self.set_palette(Palette.from_dict(checkpoint[PALETTE_KEY]))
@@ -221,7 +236,9 @@ class PixelPretrainer(L.LightningModule):
         model, palette = from_transformers(path)
         if model.cfg != self.model.cfg:
             theirs, ours = vars(model.cfg), vars(self.model.cfg)
-            differ = ", ".join(f"{k}={theirs[k]} (here {ours[k]})" for k in theirs if theirs[k] != ours[k] and k != "dropout")
+            differ = ", ".join(
+                f"{k}={theirs[k]} (here {ours[k]})" for k in theirs if theirs[k] != ours[k] and k != "dropout"
+            )
             if differ:
                 raise CheckpointError(
                     f"OpenAI ImageGPT {path!r} does not fit this model: {differ}; build it with "
@@ -234,7 +251,9 @@ class PixelPretrainer(L.LightningModule):
     # ----- palette and pixels ------------------------------------------------------------
     def set_palette(self, palette: Palette) -> None:
         if palette.size != self.hparams.palette_size:
-            raise CheckpointError(f"palette has {palette.size} entries but the model's vocabulary is {self.hparams.palette_size}")
+            raise CheckpointError(
+                f"palette has {palette.size} entries but the model's vocabulary is {self.hparams.palette_size}"
+            )
         self.palette = palette
         self.tokenizer = Tokenizer(palette)
 
@@ -245,8 +264,8 @@ class PixelPretrainer(L.LightningModule):
         if tokens > self.model.cfg.n_positions:
             raise ConfigError(
                 f"data image_size {datamodule.image_size} makes {tokens} tokens per image, more than the model's "
-                f"{self.model.cfg.n_positions} positions ({self.model.cfg.n_positions ** 0.5:g} px square); use data.image_size "
-                f"<= {int(self.model.cfg.n_positions ** 0.5)}"
+                f"{self.model.cfg.n_positions} positions ({self.model.cfg.n_positions**0.5:g} px square); use data.image_size "
+                f"<= {int(self.model.cfg.n_positions**0.5)}"
             )
         h = self.hparams
         check = h.palette_check if check_palette is None else check_palette
@@ -345,8 +364,20 @@ class PixelPretrainer(L.LightningModule):
             accuracy = self.accuracy[f"{stage}_acc"]
             accuracy.update(logits.detach(), labels)
             self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "test")
-            self.log(f"{stage}/cls_loss", cls_loss.detach(), on_step=stage == "train", on_epoch=stage != "train", batch_size=len(labels))
-            self.log(f"{stage}/gen_loss", nll.detach(), on_step=stage == "train", on_epoch=stage != "train", batch_size=len(labels))
+            self.log(
+                f"{stage}/cls_loss",
+                cls_loss.detach(),
+                on_step=stage == "train",
+                on_epoch=stage != "train",
+                batch_size=len(labels),
+            )
+            self.log(
+                f"{stage}/gen_loss",
+                nll.detach(),
+                on_step=stage == "train",
+                on_epoch=stage != "train",
+                batch_size=len(labels),
+            )
         if stage == "train":
             self.log("train/loss", loss, prog_bar=True)
             self.log("train/nats_per_token", nll.detach())
@@ -383,7 +414,9 @@ class PixelPretrainer(L.LightningModule):
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
         """Bits per token of each image (B,) (autoregressive; BERT: of its masked positions)."""
         tokens = self.tokenize(batch[0])
-        inputs, scored = (tokens, torch.ones_like(tokens, dtype=torch.bool)) if self.model.cfg.causal else self.mask(tokens)
+        inputs, scored = (
+            (tokens, torch.ones_like(tokens, dtype=torch.bool)) if self.model.cfg.causal else self.mask(tokens)
+        )
         nll = F.cross_entropy(self.model(inputs).transpose(1, 2), tokens, reduction="none")  # (B, L)
         return bits_per_token((nll * scored).sum(1) / scored.sum(1).clamp(min=1))
 
@@ -404,7 +437,9 @@ class PixelPretrainer(L.LightningModule):
         with a grey bottom (B, H, W, C), completions (B, samples, H, W, C)).
         """
         if not self.model.cfg.causal:
-            raise ConfigError("completing images needs an autoregressive iGPT; this checkpoint was trained with objective 'bert'")
+            raise ConfigError(
+                "completing images needs an autoregressive iGPT; this checkpoint was trained with objective 'bert'"
+            )
         size = self.palette.size
         if top_k is not None and not 1 <= top_k <= size:
             raise ConfigError(f"top_k={top_k} must be between 1 and the palette size {size}")
@@ -431,7 +466,9 @@ class PixelPretrainer(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if PALETTE_KEY not in checkpoint:
-            raise CheckpointError("the checkpoint holds no ImageGPT palette (igpt_palette); was it written by a PixelPretrainer run?")
+            raise CheckpointError(
+                "the checkpoint holds no ImageGPT palette (igpt_palette); was it written by a PixelPretrainer run?"
+            )
         self.set_palette(Palette.from_dict(checkpoint[PALETTE_KEY]))
 
     # ----- optimisation ---------------------------------------------------------------

@@ -50,23 +50,28 @@ def check_palette_settings(kind: str, size: int, channels: int) -> None:
     if size < 2:
         raise ConfigError(f"model.palette_size must be at least 2, got {size}")
     if channels == 1 and size > 256:
-        raise ConfigError(f"model.palette_size={size} is more than the 256 grey levels of 1-channel data; use at most 256")
+        raise ConfigError(
+            f"model.palette_size={size} is more than the 256 grey levels of 1-channel data; use at most 256"
+        )
     if kind == "uniform" and channels == 3 and round(size ** (1 / 3)) ** 3 != size:
         levels = max(round(size ** (1 / 3)), 2)
         raise ConfigError(
             f"a uniform RGB palette has levels**3 entries; palette_size={size} is not a cube "
-            f"(e.g. {(levels - 1) ** 3}, {levels ** 3} or {(levels + 1) ** 3})"
+            f"(e.g. {(levels - 1) ** 3}, {levels**3} or {(levels + 1) ** 3})"
         )
 
 
 # ----- pixels of a data module ------------------------------------------------------------
+
 
 def channels_last(images: Tensor) -> Tensor:
     """uint8 (B, C, H, W) as the loaders serve them -> (B, H, W, C) as palettes take them."""
     return images.permute(0, 2, 3, 1)
 
 
-def split_pixels(datamodule: Any, split: str, indices: np.ndarray | None = None, count: int | None = None) -> tuple[Tensor, Tensor]:
+def split_pixels(
+    datamodule: Any, split: str, indices: np.ndarray | None = None, count: int | None = None
+) -> tuple[Tensor, Tensor]:
     """uint8 pixels (n, S, S, C) and labels (n,) of a data module's split, as the model sees them at eval
     (the eval transform: resized to image_size, channels matched)."""
     datamodule.setup()
@@ -74,10 +79,14 @@ def split_pixels(datamodule: Any, split: str, indices: np.ndarray | None = None,
     if indices is None:
         # ``count`` images spread evenly over the split (splits are often sorted by class)
         total = len(dataset)
-        indices = np.arange(total) if count is None or count >= total else np.linspace(0, total - 1, count).round().astype(np.int64)
+        indices = (
+            np.arange(total)
+            if count is None or count >= total
+            else np.linspace(0, total - 1, count).round().astype(np.int64)
+        )
     pixels, labels = [], []
     for start in range(0, len(indices), 512):
-        items = dataset.__getitems__([int(i) for i in indices[start:start + 512]])
+        items = dataset.__getitems__([int(i) for i in indices[start : start + 512]])
         pixels.append(channels_last(torch.stack([image for image, _ in items])))
         labels.append(torch.tensor([label for _, label in items], dtype=torch.long))
     if not pixels:
@@ -98,7 +107,7 @@ def _pool_pixels(datamodule: Any, n_images: int, seed: int) -> Tensor:
     dataset = SplitDataset(pool, Pipeline(datamodule.transform_settings, train=False), datamodule.channels)
     blocks = []
     for start in range(0, len(chosen), 512):
-        items = dataset.__getitems__([int(i) for i in chosen[start:start + 512]])
+        items = dataset.__getitems__([int(i) for i in chosen[start : start + 512]])
         blocks.append(channels_last(torch.stack([image for image, _ in items])))
     return torch.cat(blocks)
 
@@ -140,7 +149,13 @@ def data_palette(
         except (OSError, ValueError, RuntimeError) as error:
             log.info("palette cache %s is unreadable (%s); fitting again", path, error)
     pixels = Palette.sample_pixels(_pool_pixels(datamodule, n_images, seed), n_pixels, seed=seed)
-    log.info("fitting a %d-colour k-means palette on %d pixels of %s (cached in %s)", size, len(pixels), type(datamodule).__name__, path)
+    log.info(
+        "fitting a %d-colour k-means palette on %d pixels of %s (cached in %s)",
+        size,
+        len(pixels),
+        type(datamodule).__name__,
+        path,
+    )
     palette = build_palette(kind, size, channels, pixels, seed)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +168,7 @@ def data_palette(
 
 
 # ----- quantization with a memo table ------------------------------------------------------
+
 
 class Tokenizer:
     """uint8 pixels -> palette tokens, exact, through a table of 256**C entries indexed by colour.

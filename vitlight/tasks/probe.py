@@ -43,7 +43,9 @@ class LayerFeatures(nn.Module):
         self.is_igpt = hasattr(module, "tokenize") and hasattr(module, "model")
         self.normalize = None  # the data's uint8 -> float normalization (timm models), from attach_data
         if not self.is_igpt and not hasattr(module, "backbone"):
-            raise ConfigError(f"cannot probe a {type(module).__name__}: expected a PixelPretrainer or an ImageClassifier checkpoint")
+            raise ConfigError(
+                f"cannot probe a {type(module).__name__}: expected a PixelPretrainer or an ImageClassifier checkpoint"
+            )
         if pool not in ("mean", "cls"):
             raise ConfigError(f"probe pool must be 'mean' or 'cls', got {pool!r}")
         if pool == "cls" and (self.is_igpt or getattr(module.backbone, "num_prefix_tokens", 0) == 0):
@@ -73,7 +75,9 @@ class LayerFeatures(nn.Module):
         chosen = []
         for index in layers:
             if not -n <= int(index) < n:
-                raise ConfigError(f"probe layer {index} is out of range for the {n}-layer {self.name} (valid: 0..{n - 1}, -{n}..-1, all)")
+                raise ConfigError(
+                    f"probe layer {index} is out of range for the {n}-layer {self.name} (valid: 0..{n - 1}, -{n}..-1, all)"
+                )
             chosen.append(int(index) % n)
         return sorted(set(chosen))
 
@@ -84,7 +88,9 @@ class LayerFeatures(nn.Module):
         self.normalize = datamodule.device_finish(train=False).normalize
         trained = self.module.hparams.get("image_size")
         if trained is not None and int(trained) != datamodule.image_size:
-            raise ConfigError(f"the {self.name} checkpoint was trained on {trained} px images but the data gives {datamodule.image_size} px; set data.image_size: {trained}")
+            raise ConfigError(
+                f"the {self.name} checkpoint was trained on {trained} px images but the data gives {datamodule.image_size} px; set data.image_size: {trained}"
+            )
 
     @torch.no_grad()
     def forward(self, images: Tensor, layers: list[int]) -> dict[int, Tensor]:
@@ -113,6 +119,7 @@ class LayerFeatures(nn.Module):
 
 # ----- full-batch logistic regression -------------------------------------------------------
 
+
 @dataclass
 class ProbeFit:
     weight: Tensor  # (D, K), on standardized features
@@ -132,8 +139,15 @@ class ProbeFit:
 
 def _lbfgs(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, l2: float, max_iter: int) -> None:
     """Minimizes mean cross-entropy + l2/2 * ||W||^2 in place."""
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-6, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> Tensor:
         optimizer.zero_grad()
@@ -186,6 +200,7 @@ def fit_logistic_regression(
 
 
 # ----- the probe as a LightningModule --------------------------------------------------------
+
 
 @contextmanager
 def _own_hyperparameters() -> Iterator[None]:
@@ -257,17 +272,20 @@ class LinearProbe(L.LightningModule):
             width = self._width(module, channels, image_size)
         self.norm = nn.BatchNorm1d(width, affine=False)  # standardization before the linear layer, as in MAE
         self.head = nn.Linear(width, num_classes)
-        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")})
+        self.accuracy = nn.ModuleDict(
+            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")}
+        )
 
     @staticmethod
     def _source(checkpoint_path, source, preset, palette_size, num_classes, image_size, channels):
         with _own_hyperparameters():
-            return LinearProbe._build_source(checkpoint_path, source, preset, palette_size, num_classes, image_size, channels)
+            return LinearProbe._build_source(
+                checkpoint_path, source, preset, palette_size, num_classes, image_size, channels
+            )
 
     @staticmethod
     def _build_source(checkpoint_path, source, preset, palette_size, num_classes, image_size, channels):
         from vitlight.checkpoints import import_class, load_module
-
         from vitlight.models.igpt_transformers import is_transformers_folder, looks_like_hub_name
 
         if checkpoint_path and (is_transformers_folder(checkpoint_path) or looks_like_hub_name(checkpoint_path)):
@@ -288,8 +306,14 @@ class LinearProbe(L.LightningModule):
         from vitlight.tasks.pixel_pretrain import PixelPretrainer
 
         palette = "uniform" if channels == 1 else "kmeans"
-        module = PixelPretrainer(preset=preset, palette=palette, palette_size=palette_size, num_classes=num_classes,
-                                 image_size=image_size, channels=channels)
+        module = PixelPretrainer(
+            preset=preset,
+            palette=palette,
+            palette_size=palette_size,
+            num_classes=num_classes,
+            image_size=image_size,
+            channels=channels,
+        )
         return module, None
 
     def _width(self, module: L.LightningModule, channels: int, image_size: int) -> int:
@@ -326,7 +350,14 @@ class LinearProbe(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         self.accuracy[f"{stage}_acc"].update(logits.detach(), labels)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=stage != "train", prog_bar=True, batch_size=len(labels))
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=stage != "train",
+            prog_bar=True,
+            batch_size=len(labels),
+        )
         self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=stage != "test")
         return loss
 

@@ -35,7 +35,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        ) from None
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -57,7 +59,7 @@ def _strip_prefix(key: str) -> str:
         changed = False
         for prefix in VITLIGHT_PREFIXES:
             if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
+                key, changed = key[len(prefix) :], True
     return key
 
 
@@ -67,7 +69,9 @@ def _resample_position_embedding(weight: torch.Tensor, target: torch.Tensor, pre
     old_grid = int(math.isqrt(weight.shape[1] - prefix_tokens))
     new_grid = int(math.isqrt(target.shape[1] - prefix_tokens))
     if old_grid * old_grid + prefix_tokens != weight.shape[1] or new_grid * new_grid + prefix_tokens != target.shape[1]:
-        raise CheckpointError(f"position embeddings of {weight.shape[1]} tokens cannot be resampled to {target.shape[1]}")
+        raise CheckpointError(
+            f"position embeddings of {weight.shape[1]} tokens cannot be resampled to {target.shape[1]}"
+        )
     log.info("interpolating position embeddings from a %dx%d to a %dx%d grid", old_grid, old_grid, new_grid, new_grid)
     return resample_abs_pos_embed(weight, (new_grid, new_grid), (old_grid, old_grid), num_prefix_tokens=prefix_tokens)
 
@@ -78,14 +82,18 @@ def load_npz_weights(model: nn.Module, path: str | Path) -> list[str]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
     if not callable(getattr(model, "load_pretrained", None)) or not hasattr(model, "pos_embed"):
-        raise CheckpointError(f".npz checkpoints are read for timm VisionTransformer models, not {type(model).__name__}; use .safetensors or .pth")
+        raise CheckpointError(
+            f".npz checkpoints are read for timm VisionTransformer models, not {type(model).__name__}; use .safetensors or .pth"
+        )
     head_names = _head_parameter_names(model)
     before = {name: p.detach().clone() for name, p in model.named_parameters() if name in head_names}
     try:
         model.load_pretrained(str(path))  # timm's reader: interpolates pos_embed, keeps a head of another size
     except (KeyError, ValueError, RuntimeError, OSError) as error:
         detail = (str(error).splitlines() or [""])[0][:200]
-        raise CheckpointError(f"cannot load {str(path)!r} into {type(model).__name__} ({type(error).__name__}: {detail}); is it a ViT .npz of this size?") from None
+        raise CheckpointError(
+            f"cannot load {str(path)!r} into {type(model).__name__} ({type(error).__name__}: {detail}); is it a ViT .npz of this size?"
+        ) from None
     kept = [name for name, p in model.named_parameters() if name in before and torch.equal(before[name], p)]
     if kept:
         log.info("new classifier head (checkpoint head has another number of classes): %s", ", ".join(kept))

@@ -30,13 +30,19 @@ BATCH = 32
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight attention", description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                epilog="--data X and --data.key value override the checkpoint's data config (its eval preprocessing).")
+    p = _Parser(
+        prog="vitlight attention",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        epilog="--data X and --data.key value override the checkpoint's data config (its eval preprocessing).",
+    )
     p.add_argument("--ckpt", required=True, help="an ImageClassifier checkpoint of a ViT/DeiT with a class token")
     p.add_argument("--images", required=True, nargs="+", help="image files (any format PIL reads)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--head_fusion", default="mean", choices=HEAD_FUSIONS, help="how attention heads are combined")
-    p.add_argument("--discard_ratio", type=float, default=0.0, help="fraction in [0, 1) of the weakest attention dropped per layer")
+    p.add_argument(
+        "--discard_ratio", type=float, default=0.0, help="fraction in [0, 1) of the weakest attention dropped per layer"
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap weight in the overlay, in [0, 1]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     return p
@@ -54,7 +60,9 @@ def check_images(names: list[str], out: Path) -> list[tuple[Path, Path]]:
             raise DataError(f"image {name!r} is not a file")
         target = out / f"{path.stem}{SUFFIX}"
         if target.name in seen:
-            raise ConfigError(f"images {seen[target.name]!r} and {name!r} would both be written to {str(target)!r}; rename one or run them separately")
+            raise ConfigError(
+                f"images {seen[target.name]!r} and {name!r} would both be written to {str(target)!r}; rename one or run them separately"
+            )
         seen[target.name] = name
         pairs.append((path, target))
     return pairs
@@ -69,7 +77,9 @@ def check_out(name: str) -> Path:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot create the output folder {name!r} ({str(existing)!r} is not a writable folder); set --out to a writable folder")
+        raise ConfigError(
+            f"cannot create the output folder {name!r} ({str(existing)!r} is not a writable folder); set --out to a writable folder"
+        )
     return out
 
 
@@ -77,7 +87,9 @@ def make_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"cannot create the output folder {str(out)!r} ({error.strerror or error}); set --out to a writable folder") from None
+        raise ConfigError(
+            f"cannot create the output folder {str(out)!r} ({error.strerror or error}); set --out to a writable folder"
+        ) from None
 
 
 def write_png(array: np.ndarray, target: Path) -> None:
@@ -90,7 +102,9 @@ def write_png(array: np.ndarray, target: Path) -> None:
     try:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".png.tmp")
     except OSError as error:
-        raise ConfigError(f"cannot write into {str(target.parent)!r} ({error.strerror or error}); set --out to a writable folder") from None
+        raise ConfigError(
+            f"cannot write into {str(target.parent)!r} ({error.strerror or error}); set --out to a writable folder"
+        ) from None
     try:
         with os.fdopen(handle, "wb") as stream:
             Image.fromarray(array).save(stream, format="PNG")
@@ -166,21 +180,27 @@ def main(argv: list[str]) -> int:
 
     module, config = load_module(args.ckpt, map_location=device)
     if not hasattr(module, "backbone"):
-        raise ConfigError(f"{args.ckpt!r} is a {type(module).__name__} checkpoint; vitlight attention needs an ImageClassifier (ViT/DeiT) one")
+        raise ConfigError(
+            f"{args.ckpt!r} is a {type(module).__name__} checkpoint; vitlight attention needs an ImageClassifier (ViT/DeiT) one"
+        )
     model = rollout_backbone(module)
     datamodule = load_datamodule(config, overrides)
     settings = datamodule.transform_settings
     trained_size = getattr(module.hparams, "image_size", None) if hasattr(module, "hparams") else None
     if trained_size is not None and trained_size != settings.image_size:
-        raise ConfigError(f"the image size {settings.image_size} (--data.image_size) differs from the {trained_size} the checkpoint was trained at")
+        raise ConfigError(
+            f"the image size {settings.image_size} (--data.image_size) differs from the {trained_size} the checkpoint was trained at"
+        )
     pipeline, finish = Pipeline(settings, train=False), DeviceFinish(settings, train=False)
 
     parameter = next(model.parameters())
     written = []
     for start in range(0, len(pairs), BATCH):
-        chunk = [read_image(path, settings.channels) for path, _ in pairs[start:start + BATCH]]
+        chunk = [read_image(path, settings.channels) for path, _ in pairs[start : start + BATCH]]
         # uint8 (H, W, C) -> (C, H, W) -> resized (C, S, S), stacked to (B, C, S, S), normalized on the device
-        batch = torch.stack([pipeline.sample_stage(torch.from_numpy(a).permute(2, 0, 1).contiguous()[None])[0] for a in chunk])
+        batch = torch.stack(
+            [pipeline.sample_stage(torch.from_numpy(a).permute(2, 0, 1).contiguous()[None])[0] for a in chunk]
+        )
         batch = finish(batch.to(device)).to(dtype=parameter.dtype)
         try:
             maps = attention_rollout(model, batch, head_fusion=args.head_fusion, discard_ratio=args.discard_ratio)
@@ -190,7 +210,7 @@ def main(argv: list[str]) -> int:
             probabilities = module(batch).float().softmax(dim=-1).cpu()
         names = class_names(datamodule, probabilities.shape[-1])
         make_out(out)
-        for (path, target), array, heat, row in zip(pairs[start:start + BATCH], chunk, maps.cpu(), probabilities):
+        for (path, target), array, heat, row in zip(pairs[start : start + BATCH], chunk, maps.cpu(), probabilities):
             rgb = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
             write_png(overlay_heatmap(enlarge(rgb), heat, alpha=args.alpha), target)
             top = int(row.argmax())

@@ -1,10 +1,10 @@
 """What `vitlight figures --ckpt X` draws from: a vitlight checkpoint, a sweep folder, or a model by name.
 
-    vitlight checkpoint (.ckpt)      ImageClassifier with a timm ViT -> "vit"; PixelPretrainer -> "igpt"
-    folder with run summaries       a sweep or runs folder -> "sweep" (the report's scaling plots)
-    timm model name                 e.g. vit_base_patch16_224.augreg_in21k: timm.create_model(name, pretrained=True)
-    ImageGPT in transformers format a folder with config.json of model_type imagegpt, or openai/imagegpt-*:
-                                    through PixelPretrainer.from_transformers
+vitlight checkpoint (.ckpt)      ImageClassifier with a timm ViT -> "vit"; PixelPretrainer -> "igpt"
+folder with run summaries       a sweep or runs folder -> "sweep" (the report's scaling plots)
+timm model name                 e.g. vit_base_patch16_224.augreg_in21k: timm.create_model(name, pretrained=True)
+ImageGPT in transformers format a folder with config.json of model_type imagegpt, or openai/imagegpt-*:
+                                through PixelPretrainer.from_transformers
 """
 
 from __future__ import annotations
@@ -72,12 +72,16 @@ def load_timm(name: str, device) -> FigureSource:
         model = timm.create_model(name, pretrained=True)
     except Exception as error:
         first = (str(error).splitlines() or [""])[0].split(". ")[0][:160]
-        raise ConfigError(f"--ckpt {name!r}: cannot load timm's pretrained weights ({type(error).__name__}: {first}); "
-                          f"they are downloaded from the Hugging Face hub, so this needs the internet or a filled HF cache") from None
+        raise ConfigError(
+            f"--ckpt {name!r}: cannot load timm's pretrained weights ({type(error).__name__}: {first}); "
+            f"they are downloaded from the Hugging Face hub, so this needs the internet or a filled HF cache"
+        ) from None
     finally:
         quiet.setLevel(level)
     if not is_vit(model):
-        raise ConfigError(f"--ckpt {name!r} is a {type(model).__name__}; the figures for a timm model need a ViT (vit_*, deit_*)")
+        raise ConfigError(
+            f"--ckpt {name!r} is a {type(model).__name__}; the figures for a timm model need a ViT (vit_*, deit_*)"
+        )
     return FigureSource("vit", name, module=model.to(device).eval())
 
 
@@ -97,7 +101,9 @@ def resolve(source: str, device) -> FigureSource:
         if _transformers_folder(path):
             return load_transformers_igpt(str(path), device)
         if not any(path.rglob("summary.json")):
-            raise ConfigError(f"--ckpt {source!r} is a folder without run summaries (summary.json); give a sweep or runs folder, or a .ckpt file")
+            raise ConfigError(
+                f"--ckpt {source!r} is a folder without run summaries (summary.json); give a sweep or runs folder, or a .ckpt file"
+            )
         return FigureSource("sweep", path.name, folder=path)
     if path.is_file():
         module, config = load_module(path, map_location=device)
@@ -107,13 +113,17 @@ def resolve(source: str, device) -> FigureSource:
         if hasattr(module, "backbone") and is_vit(module):
             return FigureSource("vit", label, module=module, config=config, checkpoint=path.resolve())
         name = getattr(getattr(module, "hparams", None), "model_name", None) or type(module).__name__
-        raise CheckpointError(f"--ckpt {source!r} holds a {name}; vitlight figures draws a ViT classifier, an ImageGPT or a sweep folder")
+        raise CheckpointError(
+            f"--ckpt {source!r} holds a {name}; vitlight figures draws a ViT classifier, an ImageGPT or a sweep folder"
+        )
     if source.startswith(TRANSFORMERS_IGPT_PREFIX):
         return load_transformers_igpt(source, device)
     if _looks_like_timm_name(source):
         return load_timm(source, device)
-    raise ConfigError(f"--ckpt {source!r} is neither a file, a folder, a timm model name (timm.list_models()) "
-                      f"nor an ImageGPT in transformers format ({TRANSFORMERS_IGPT_PREFIX}-*)")
+    raise ConfigError(
+        f"--ckpt {source!r} is neither a file, a folder, a timm model name (timm.list_models()) "
+        f"nor an ImageGPT in transformers format ({TRANSFORMERS_IGPT_PREFIX}-*)"
+    )
 
 
 def find_probe_summary(checkpoint: Path, explicit: str | None) -> Path | None:

@@ -35,10 +35,19 @@ INDEX_FILE = f"{INDEX_NAME}.json"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vitlight figures", description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
-                + "\n--data X and --data.key value override the checkpoint's data config (a timm model needs them for the image figures).")
-    p.add_argument("--ckpt", required=True, help="a vitlight .ckpt, a sweep folder, a timm model name, or an ImageGPT in transformers format")
+    p = _Parser(
+        prog="vitlight figures",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1]
+        + "\n--data X and --data.key value override the checkpoint's data config (a timm model needs them for the image figures).",
+    )
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="a vitlight .ckpt, a sweep folder, a timm model name, or an ImageGPT in transformers format",
+    )
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--n_images", type=int, default=128, help="test images the attention distances are averaged over")
     p.add_argument("--rollout_images", type=int, default=8, help="test images shown with their attention rollout")
@@ -46,10 +55,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--completions", type=int, default=8, help="ImageGPT: test images to complete")
     p.add_argument("--samples", type=int, default=2, help="ImageGPT: completions per image")
     p.add_argument("--split", default="test", choices=("test", "val", "train"), help="split the images come from")
-    p.add_argument("--probe", default=None, help="ImageGPT: a `vitlight probe` summary.json (default: the newest for this checkpoint)")
+    p.add_argument(
+        "--probe",
+        default=None,
+        help="ImageGPT: a `vitlight probe` summary.json (default: the newest for this checkpoint)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the completion draws")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--wandb_dir", default=None, help="folder in which the W&B run makes its wandb/ folder (default: OUT)")
+    p.add_argument(
+        "--wandb_dir", default=None, help="folder in which the W&B run makes its wandb/ folder (default: OUT)"
+    )
     return p
 
 
@@ -92,7 +107,9 @@ def _vit_data(source, overrides: list[str], model) -> tuple[Any, tuple, tuple]:
         settings = datamodule.transform_settings
         trained = getattr(getattr(source.module, "hparams", None), "image_size", None)
         if trained is not None and trained != settings.image_size:
-            raise ConfigError(f"the image size {settings.image_size} (--data.image_size) differs from the {trained} the checkpoint was trained at")
+            raise ConfigError(
+                f"the image size {settings.image_size} (--data.image_size) differs from the {trained} the checkpoint was trained at"
+            )
         return datamodule, tuple(settings.mean), tuple(settings.std)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     mean, std = tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
@@ -112,24 +129,48 @@ def draw_vit(source, args: argparse.Namespace, overrides: list[str], gallery: Ga
     datamodule, mean, std = _vit_data(source, overrides, model)
     out = gallery.out
     components, explained = patch_embedding_pca(model, args.components)
-    png = plot_components(components, explained, f"{source.label}: patch-embedding filters, first {len(components)} principal components",
-                          out / "patch_embedding_components.png")
-    gallery.add("patch_embedding_components", png, {
-        "what": "principal components of the patch-embedding filters, largest explained variance first",
-        "layout": "components (k, C, P, P), unit-norm filter weights; explained_variance_ratio (k,)",
-        "explained_variance_ratio": _rounded(explained), "components": _rounded(components)})
-    gallery.tables["explained_variance"] = (["component", "explained_variance_ratio"], [[i, v] for i, v in enumerate(explained.tolist())])
+    png = plot_components(
+        components,
+        explained,
+        f"{source.label}: patch-embedding filters, first {len(components)} principal components",
+        out / "patch_embedding_components.png",
+    )
+    gallery.add(
+        "patch_embedding_components",
+        png,
+        {
+            "what": "principal components of the patch-embedding filters, largest explained variance first",
+            "layout": "components (k, C, P, P), unit-norm filter weights; explained_variance_ratio (k,)",
+            "explained_variance_ratio": _rounded(explained),
+            "components": _rounded(components),
+        },
+    )
+    gallery.tables["explained_variance"] = (
+        ["component", "explained_variance_ratio"],
+        [[i, v] for i, v in enumerate(explained.tolist())],
+    )
     try:
         similarity = position_embedding_similarity(model)
     except ValueError as error:
         gallery.skip("position_embedding_similarity", str(error))
     else:
         grid = patch_grid(model)
-        png = plot_position_similarity(similarity, grid, f"{source.label}: position embedding similarity", out / "position_embedding_similarity.png")
-        gallery.add("position_embedding_similarity", png, {
-            "what": "cosine similarity of the position embeddings of every pair of patches (prefix tokens left out)",
-            "layout": "similarity (N, N), N = rows * cols patches in raster order; row i reshaped to (rows, cols) is patch i's map",
-            "grid": list(grid), "similarity": _rounded(similarity, 4)})
+        png = plot_position_similarity(
+            similarity,
+            grid,
+            f"{source.label}: position embedding similarity",
+            out / "position_embedding_similarity.png",
+        )
+        gallery.add(
+            "position_embedding_similarity",
+            png,
+            {
+                "what": "cosine similarity of the position embeddings of every pair of patches (prefix tokens left out)",
+                "layout": "similarity (N, N), N = rows * cols patches in raster order; row i reshaped to (rows, cols) is patch i's map",
+                "grid": list(grid),
+                "similarity": _rounded(similarity, 4),
+            },
+        )
     if datamodule is None:
         reason = "a timm model by name needs test images: add --data NAME --data.data_dir DIR"
         gallery.skip("mean_attention_distance", reason)
@@ -138,8 +179,9 @@ def draw_vit(source, args: argparse.Namespace, overrides: list[str], gallery: Ga
     _draw_vit_images(source, model, datamodule, mean, std, args, gallery, device)
 
 
-def _draw_vit_images(source, model, datamodule, mean: tuple, std: tuple, args: argparse.Namespace, gallery: Gallery,
-                     device: torch.device) -> None:
+def _draw_vit_images(
+    source, model, datamodule, mean: tuple, std: tuple, args: argparse.Namespace, gallery: Gallery, device: torch.device
+) -> None:
     from vitlight.analysis import attention_rollout, mean_attention_distance
     from vitlight.analysis.attention_callback import enlarge
     from vitlight.analysis.figure_plots import plot_attention_distance, tile_images
@@ -148,18 +190,35 @@ def _draw_vit_images(source, model, datamodule, mean: tuple, std: tuple, args: a
     from vitlight.tasks.pixels import split_pixels
     from vitlight.tools.attention import class_names, write_png
 
-    pixels, labels = split_pixels(datamodule, args.split, count=args.n_images)  # uint8 (n, S, S, C), spread over the split
+    pixels, labels = split_pixels(
+        datamodule, args.split, count=args.n_images
+    )  # uint8 (n, S, S, C), spread over the split
     parameter = next(model.parameters())
     images = model_input(pixels, mean, std, channels_last=True).to(device=device, dtype=parameter.dtype)
     distance = mean_attention_distance(model, images)
     size = tuple(images.shape[-2:])
-    png = plot_attention_distance(distance, size, f"{source.label}: {len(images)} {args.split} images", gallery.out / "mean_attention_distance.png")
-    gallery.add("mean_attention_distance", png, {
-        "what": "attention-weighted distance between query and key patch centres, averaged over patch queries and images",
-        "layout": "distance (depth, heads), input pixels", "image_size": list(size), "images": len(images),
-        "patch_size": [int(p) for p in model.patch_embed.patch_size], "distance": _rounded(distance, 3)})
-    gallery.tables["attention_distance"] = (["layer", "head", "mean_attention_distance_px"],
-                                            [[l, h, v] for l, row in enumerate(distance.tolist()) for h, v in enumerate(row)])
+    png = plot_attention_distance(
+        distance,
+        size,
+        f"{source.label}: {len(images)} {args.split} images",
+        gallery.out / "mean_attention_distance.png",
+    )
+    gallery.add(
+        "mean_attention_distance",
+        png,
+        {
+            "what": "attention-weighted distance between query and key patch centres, averaged over patch queries and images",
+            "layout": "distance (depth, heads), input pixels",
+            "image_size": list(size),
+            "images": len(images),
+            "patch_size": [int(p) for p in model.patch_embed.patch_size],
+            "distance": _rounded(distance, 3),
+        },
+    )
+    gallery.tables["attention_distance"] = (
+        ["layer", "head", "mean_attention_distance_px"],
+        [[l, h, v] for l, row in enumerate(distance.tolist()) for h, v in enumerate(row)],
+    )
     shown = images[: args.rollout_images]
     try:
         maps = attention_rollout(model, shown)
@@ -168,18 +227,35 @@ def _draw_vit_images(source, model, datamodule, mean: tuple, std: tuple, args: a
         return
     with torch.no_grad():
         probabilities = source.module(shown).float().softmax(dim=-1).cpu()
-    names = class_names(datamodule, probabilities.shape[-1]) if source.config else [str(i) for i in range(probabilities.shape[-1])]
+    names = (
+        class_names(datamodule, probabilities.shape[-1])
+        if source.config
+        else [str(i) for i in range(probabilities.shape[-1])]
+    )
     truth = class_names(datamodule, datamodule.num_classes)
     rgb = pixels[: len(shown)].numpy()
     rgb = rgb.repeat(3, axis=3) if rgb.shape[3] == 1 else rgb
     overlays = [overlay_heatmap(enlarge(image, 96), heat) for image, heat in zip(rgb, maps.cpu())]
     png = gallery.out / "attention_rollout.png"
     write_png(tile_images([enlarge(image, 96) for image in rgb] + overlays, columns=len(overlays)), png)
-    rows = [{"label": truth[int(label)], "predicted": names[int(row.argmax())], "probability": round(float(row.max()), 4),
-             "rollout": _rounded(heat, 4)} for label, row, heat in zip(labels, probabilities, maps.cpu())]
-    gallery.add("attention_rollout", png, {
-        "what": "attention rollout (Abnar & Zuidema 2020) of the class token: top row the images, bottom row the overlays",
-        "layout": "per image: rollout (grid_h, grid_w), scaled to peak 1", "images": rows})
+    rows = [
+        {
+            "label": truth[int(label)],
+            "predicted": names[int(row.argmax())],
+            "probability": round(float(row.max()), 4),
+            "rollout": _rounded(heat, 4),
+        }
+        for label, row, heat in zip(labels, probabilities, maps.cpu())
+    ]
+    gallery.add(
+        "attention_rollout",
+        png,
+        {
+            "what": "attention rollout (Abnar & Zuidema 2020) of the class token: top row the images, bottom row the overlays",
+            "layout": "per image: rollout (grid_h, grid_w), scaled to peak 1",
+            "images": rows,
+        },
+    )
 
 
 # ----- an ImageGPT ----------------------------------------------------------------------
@@ -205,13 +281,26 @@ def draw_igpt(source, args: argparse.Namespace, overrides: list[str], gallery: G
         png = gallery.out / "completions.png"
         grid = completion_grid(originals, halves, completions)  # uint8 (H', W', C)
         write_png(grid[..., 0] if grid.shape[-1] == 1 else grid, png)
-        gallery.add("completions", png, {
-            "what": "per row: the quantized original, its top half, then the model's completions of the bottom half",
-            "layout": "rows = images; columns = original | top half | samples", "labels": labels.tolist(),
-            "samples": args.samples, "seed": args.seed, "image_size": int(datamodule.image_size)})
-    summary_path = find_probe_summary(source.checkpoint, args.probe) if source.checkpoint is not None or args.probe else None
+        gallery.add(
+            "completions",
+            png,
+            {
+                "what": "per row: the quantized original, its top half, then the model's completions of the bottom half",
+                "layout": "rows = images; columns = original | top half | samples",
+                "labels": labels.tolist(),
+                "samples": args.samples,
+                "seed": args.seed,
+                "image_size": int(datamodule.image_size),
+            },
+        )
+    summary_path = (
+        find_probe_summary(source.checkpoint, args.probe) if source.checkpoint is not None or args.probe else None
+    )
     if summary_path is None:
-        gallery.skip("probe_accuracy", "no `vitlight probe` result for this checkpoint (run `vitlight probe --ckpt CKPT`, or give --probe)")
+        gallery.skip(
+            "probe_accuracy",
+            "no `vitlight probe` result for this checkpoint (run `vitlight probe --ckpt CKPT`, or give --probe)",
+        )
         return
     _draw_probe(summary_path, gallery)
 
@@ -226,9 +315,21 @@ def _draw_probe(summary_path: Path, gallery: Gallery) -> None:
         raise ConfigError(f"{str(summary_path)!r} is not a `vitlight probe` summary.json (no 'layers')") from None
     title = f"linear probe accuracy by layer ({summary.get('model', {}).get('name', '?')})"
     png = accuracy_plot(rows, baseline, title, gallery.out / "probe_accuracy.png")
-    gallery.add("probe_accuracy", png, {"what": "linear-probe accuracy of each block's features", "source": str(summary_path),
-                                        "layers": rows, "baseline": baseline, "best_layer": summary.get("best_layer")})
-    gallery.tables["probe"] = (["layer", "depth", "val_acc", "test_acc"], [[r["layer"], r["depth"], r["val_acc"], r["test_acc"]] for r in rows])
+    gallery.add(
+        "probe_accuracy",
+        png,
+        {
+            "what": "linear-probe accuracy of each block's features",
+            "source": str(summary_path),
+            "layers": rows,
+            "baseline": baseline,
+            "best_layer": summary.get("best_layer"),
+        },
+    )
+    gallery.tables["probe"] = (
+        ["layer", "depth", "val_acc", "test_acc"],
+        [[r["layer"], r["depth"], r["val_acc"], r["test_acc"]] for r in rows],
+    )
 
 
 # ----- a sweep --------------------------------------------------------------------------
@@ -241,14 +342,22 @@ def draw_sweep(source, gallery: Gallery) -> None:
     records = [r for r in records if r.dataset == dataset]
     metric = "test/acc"
     if not any(metric in r.metrics for r in records):
-        raise ConfigError(f"--ckpt {str(source.folder)!r}: no finished `vitlight fit` run with {metric} in its summary.json")
+        raise ConfigError(
+            f"--ckpt {str(source.folder)!r}: no finished `vitlight fit` run with {metric} in its summary.json"
+        )
     points = rp.aggregate(records, metric)
     headline, pairs = rp.crossovers(points, {r.family: r.kind for r in records}, rp.size_unit(records))
     title = f"{source.label}: {metric} on {dataset}"
     report = rp.as_json(records, points, headline, pairs)
-    for name, draw in (("accuracy_vs_train_size", lambda p: rp.plot_accuracy_vs_data(points, metric, title, p, headline, records)),
-                       ("accuracy_vs_compute", lambda p: rp.plot_accuracy_vs_compute(points, records, metric, title, p))):
-        gallery.add(name, draw(gallery.out / f"{name}.png"), {"what": f"the scaling report's {name.replace('_', ' ')} plot", **report})
+    for name, draw in (
+        ("accuracy_vs_train_size", lambda p: rp.plot_accuracy_vs_data(points, metric, title, p, headline, records)),
+        ("accuracy_vs_compute", lambda p: rp.plot_accuracy_vs_compute(points, records, metric, title, p)),
+    ):
+        gallery.add(
+            name,
+            draw(gallery.out / f"{name}.png"),
+            {"what": f"the scaling report's {name.replace('_', ' ')} plot", **report},
+        )
 
 
 # ----- W&B and the command --------------------------------------------------------------
@@ -261,9 +370,17 @@ def log_wandb(gallery: Gallery, label: str, wandb_dir: Path) -> str | None:
     import wandb
 
     wandb_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project="vitlight", dir=str(wandb_dir), job_type="figures", name=f"figures/{label}", mode=mode,
-                     config={"source": label, "figures": sorted(gallery.figures)})
-    media: dict[str, Any] = {f"figures/{name}": wandb.Image(str(gallery.out / files["png"])) for name, files in gallery.figures.items()}
+    run = wandb.init(
+        project="vitlight",
+        dir=str(wandb_dir),
+        job_type="figures",
+        name=f"figures/{label}",
+        mode=mode,
+        config={"source": label, "figures": sorted(gallery.figures)},
+    )
+    media: dict[str, Any] = {
+        f"figures/{name}": wandb.Image(str(gallery.out / files["png"])) for name, files in gallery.figures.items()
+    }
     for name, (columns, rows) in gallery.tables.items():
         media[f"figures/{name}_table"] = wandb.Table(columns=columns, data=rows)
     run.log(media)
@@ -294,12 +411,23 @@ def main(argv: list[str]) -> int:
         draw_igpt(source, args, overrides, gallery, device)
     else:
         draw_sweep(source, gallery)
-    gallery.json(INDEX_NAME, {"source": args.ckpt, "kind": source.kind, "label": source.label, "figures": gallery.figures,
-                                   "skipped": gallery.skipped, "wall_time_s": round(time.time() - started, 2)})
+    gallery.json(
+        INDEX_NAME,
+        {
+            "source": args.ckpt,
+            "kind": source.kind,
+            "label": source.label,
+            "figures": gallery.figures,
+            "skipped": gallery.skipped,
+            "wall_time_s": round(time.time() - started, 2),
+        },
+    )
     mode = log_wandb(gallery, source.label, Path(args.wandb_dir or out).expanduser())
     drawn = ", ".join(sorted(gallery.figures)) or "nothing"
-    print(f"{source.kind}: wrote {drawn} (PNG + JSON) and {INDEX_FILE} to {out}"
-          + (f"; W&B run ({mode}) under {Path(args.wandb_dir or out) / 'wandb'}" if mode else ""))
+    print(
+        f"{source.kind}: wrote {drawn} (PNG + JSON) and {INDEX_FILE} to {out}"
+        + (f"; W&B run ({mode}) under {Path(args.wandb_dir or out) / 'wandb'}" if mode else "")
+    )
     return 0
 
 

@@ -22,7 +22,10 @@ def load_for_tool(ckpt: str, device: torch.device) -> tuple[LightningModule, dic
     if is_openai_source(ckpt):
         from vitlight.tasks.pixel_pretrain import PixelPretrainer
 
-        return PixelPretrainer.from_transformers(ckpt).to(device).eval(), {"data": None, "experiment": ckpt.replace("/", "_")}
+        return PixelPretrainer.from_transformers(ckpt).to(device).eval(), {
+            "data": None,
+            "experiment": ckpt.replace("/", "_"),
+        }
     from vitlight.checkpoints import load_module
 
     return load_module(ckpt, map_location=device)
@@ -31,4 +34,6 @@ def load_for_tool(ckpt: str, device: torch.device) -> tuple[LightningModule, dic
 def require_data(ckpt: str, overrides: list[str], prog: str) -> None:
     """OpenAI's models hold no data config: --data must name the data (checked before any download)."""
     if is_openai_source(ckpt) and not any(token == "--data" or token.startswith("--data=") for token in overrides):
-        raise ConfigError(f"{prog}: {ckpt!r} holds no data config; name the data, e.g. --data CIFAR10 --data.data_dir DIR")
+        raise ConfigError(
+            f"{prog}: {ckpt!r} holds no data config; name the data, e.g. --data CIFAR10 --data.data_dir DIR"
+        )

@@ -56,7 +56,9 @@ def _value_text(value: Any) -> str:
 def _flatten(prefix: str, value: Any) -> list[str]:
     """{'data': {'train_size': 5}} -> ['--data.train_size=5'] (lists and leaves become one flag)."""
     if isinstance(value, dict) and value:
-        return [flag for key, inner in value.items() for flag in _flatten(f"{prefix}.{key}" if prefix else str(key), inner)]
+        return [
+            flag for key, inner in value.items() for flag in _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+        ]
     return [f"--{prefix}={_value_text(value)}"]
 
 
@@ -70,7 +72,9 @@ def parse(argv: list[str]) -> PipelineArgs:
             print(__doc__)
             raise SystemExit(0)
         if not token.startswith("--"):
-            raise ConfigError(f"pipeline: unexpected argument {token!r}; flags look like --pretrain FILE or --pretrain.KEY=VALUE")
+            raise ConfigError(
+                f"pipeline: unexpected argument {token!r}; flags look like --pretrain FILE or --pretrain.KEY=VALUE"
+            )
         name, has_value, value = token[2:].partition("=")
         if not has_value:
             if not tokens:
@@ -210,17 +214,25 @@ def main(argv: list[str]) -> int:
     experiment = args.experiment or f"pipeline_{Path(args.configs['pretrain'][0]).stem}"
     folder = RunFolder(runs_dir, experiment, new_run_id(), os.environ.get("WANDB_RUN_ID") or new_wandb_id())
     folder.check_writable()
-    sweep_run_id = os.environ.pop("WANDB_RUN_ID", None)  # the stages are runs of their own; the pipeline's run is the sweep's
+    sweep_run_id = os.environ.pop(
+        "WANDB_RUN_ID", None
+    )  # the stages are runs of their own; the pipeline's run is the sweep's
     stages: dict[str, dict[str, Any]] = {}
     status, error = "failed", None
     try:
-        stages["pretrain"] = _run_stage("pretrain", lambda: vitlight_main(fit_argv(args, "pretrain", str(runs_dir), None)), runs_dir)
+        stages["pretrain"] = _run_stage(
+            "pretrain", lambda: vitlight_main(fit_argv(args, "pretrain", str(runs_dir), None)), runs_dir
+        )
         checkpoint = _checkpoint(stages["pretrain"], args.checkpoint)
         for stage in ("finetune", "linear_probe"):
             if stage in args.configs:
-                stages[stage] = _run_stage(stage, lambda s=stage: vitlight_main(fit_argv(args, s, str(runs_dir), checkpoint)), runs_dir)
+                stages[stage] = _run_stage(
+                    stage, lambda s=stage: vitlight_main(fit_argv(args, s, str(runs_dir), checkpoint)), runs_dir
+                )
         if args.probe_layers is not None:
-            stages["probe"] = _run_stage("probe", lambda: probe.main(probe_argv(args, checkpoint, str(runs_dir))), runs_dir)
+            stages["probe"] = _run_stage(
+                "probe", lambda: probe.main(probe_argv(args, checkpoint, str(runs_dir))), runs_dir
+            )
         status = "finished"
     except ConfigError as failure:
         error = str(failure)
@@ -230,18 +242,37 @@ def main(argv: list[str]) -> int:
     metrics = {k: v for stage, summary in stages.items() for k, v in _metrics(stage, summary).items()}
     pretrain = stages.get("pretrain", {})
     summary = {
-        "status": status, "subcommand": "pipeline", "experiment": experiment, "run_id": folder.run_id,
-        "wandb_run_id": folder.wandb_id, "seed": args.seed if args.seed is not None else pretrain.get("seed"),
-        "train_size": pretrain.get("train_size"), "data": pretrain.get("data"), "model": pretrain.get("model"),
-        "metrics": metrics, "error": error,
-        "stages": {name: {"run_dir": s["run_dir"], "experiment": s.get("experiment"), "status": s.get("status"),
-                          "data": s.get("data"), "model": s.get("model")} for name, s in stages.items()},
+        "status": status,
+        "subcommand": "pipeline",
+        "experiment": experiment,
+        "run_id": folder.run_id,
+        "wandb_run_id": folder.wandb_id,
+        "seed": args.seed if args.seed is not None else pretrain.get("seed"),
+        "train_size": pretrain.get("train_size"),
+        "data": pretrain.get("data"),
+        "model": pretrain.get("model"),
+        "metrics": metrics,
+        "error": error,
+        "stages": {
+            name: {
+                "run_dir": s["run_dir"],
+                "experiment": s.get("experiment"),
+                "status": s.get("status"),
+                "data": s.get("data"),
+                "model": s.get("model"),
+            }
+            for name, s in stages.items()
+        },
         "wall_time_s": round(time.time() - started, 3),
     }
     folder.create()
     write_json_atomic(folder.path / SUMMARY_FILE, summary)
     _log_wandb(folder, experiment, summary)
-    print(f"pipeline {status}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) + f"; wrote {folder.path / SUMMARY_FILE}")
+    print(
+        f"pipeline {status}: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+        + f"; wrote {folder.path / SUMMARY_FILE}"
+    )
     if error:
         raise ConfigError(error)
     return 0
@@ -255,8 +286,15 @@ def _log_wandb(folder, experiment: str, summary: dict[str, Any]) -> None:
         return
     import wandb
 
-    run = wandb.init(project="vitlight", dir=str(folder.path), id=folder.wandb_id, name=f"{experiment}/{folder.run_id}",
-                     job_type="pipeline", config={"stages": summary["stages"], "seed": summary["seed"]}, mode=mode)
+    run = wandb.init(
+        project="vitlight",
+        dir=str(folder.path),
+        id=folder.wandb_id,
+        name=f"{experiment}/{folder.run_id}",
+        job_type="pipeline",
+        config={"stages": summary["stages"], "seed": summary["seed"]},
+        mode=mode,
+    )
     run.summary.update({"status": summary["status"], **summary["metrics"]})
     run.finish(exit_code=0 if summary["status"] == "finished" else 1)
     wandb.teardown()

@@ -34,17 +34,29 @@ PLOT_FILE = "probe_accuracy.png"
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vitlight probe", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
-    p.add_argument("--ckpt", required=True, help="a vitlight checkpoint (PixelPretrainer or ImageClassifier), or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large")
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="a vitlight checkpoint (PixelPretrainer or ImageClassifier), or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large",
+    )
     p.add_argument("--layers", default="all", help="all, middle, or block indices such as 0,3,-1")
-    p.add_argument("--pool", default="mean", choices=("mean", "cls"), help="average over positions, or the class token (ViT)")
-    p.add_argument("--l2", default="1e-5,1e-4,1e-3,1e-2,1e-1,1", help="L2 strengths to choose from on the validation split")
+    p.add_argument(
+        "--pool", default="mean", choices=("mean", "cls"), help="average over positions, or the class token (ViT)"
+    )
+    p.add_argument(
+        "--l2", default="1e-5,1e-4,1e-3,1e-2,1e-1,1", help="L2 strengths to choose from on the validation split"
+    )
     p.add_argument("--max_iter", type=int, default=500, help="L-BFGS iterations per L2 strength")
     p.add_argument("--baseline", default="pixels", choices=("pixels", "none"), help="also probe the (quantized) pixels")
     p.add_argument("--batch_size", type=int, default=256, help="images per feature-extraction batch")
     p.add_argument("--runs_dir", default="runs", help="folder holding runs/<experiment>/<run id>/")
     p.add_argument("--experiment", default=None, help="experiment name (default: probe_<the checkpoint's experiment>)")
-    p.add_argument("--palette", default="check", choices=PALETTE_CHOICES,
-                   help="check: refuse data whose palette differs from the checkpoint's; checkpoint: quantize with the checkpoint's anyway")
+    p.add_argument(
+        "--palette",
+        default="check",
+        choices=PALETTE_CHOICES,
+        help="check: refuse data whose palette differs from the checkpoint's; checkpoint: quantize with the checkpoint's anyway",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     return p
 
@@ -56,7 +68,9 @@ def parse_layers(text: str) -> str | list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"probe layers {text!r} (--layers) must be all, middle, or comma-separated block indices such as 0,3,-1") from None
+        raise ConfigError(
+            f"probe layers {text!r} (--layers) must be all, middle, or comma-separated block indices such as 0,3,-1"
+        ) from None
 
 
 def parse_l2(text: str) -> list[float]:
@@ -65,12 +79,16 @@ def parse_l2(text: str) -> list[float]:
     except ValueError:
         values = []
     if not values or any(v < 0 for v in values):
-        raise ConfigError(f"L2 strengths {text!r} (--l2) must be comma-separated non-negative numbers such as 1e-4,1e-3")
+        raise ConfigError(
+            f"L2 strengths {text!r} (--l2) must be comma-separated non-negative numbers such as 1e-4,1e-3"
+        )
     return values
 
 
 @torch.no_grad()
-def extract(features, datamodule, split: str, layers: list[int], pixels: bool, batch_size: int, device: torch.device) -> tuple[dict, torch.Tensor]:
+def extract(
+    features, datamodule, split: str, layers: list[int], pixels: bool, batch_size: int, device: torch.device
+) -> tuple[dict, torch.Tensor]:
     """{layer or 'pixels': (N, D) float32 on the CPU}, labels (N,) of a whole split."""
     loader = DataLoader(datamodule.dataset(split, train_transform=False), batch_size=batch_size, shuffle=False)
     out: dict[Any, list[torch.Tensor]] = {key: [] for key in [*layers, *(["pixels"] if pixels else [])]}
@@ -90,7 +108,9 @@ def raw_pixels(module, images: torch.Tensor) -> torch.Tensor:
     if hasattr(module, "tokenize"):
         side = images.shape[-1]
         return module.palette.dequantize(module.tokenize(images).cpu(), side, side).flatten(1).float()
-    return images.flatten(1).float()  # normalized pixels: an affine map of the raw ones, which the probe standardizes anyway
+    return images.flatten(
+        1
+    ).float()  # normalized pixels: an affine map of the raw ones, which the probe standardizes anyway
 
 
 def accuracy_plot(rows: list[dict], baseline: dict | None, title: str, path: Path) -> Path:
@@ -124,22 +144,43 @@ def log_wandb(folder, experiment: str, summary: dict, plot: Path) -> None:
         return
     import wandb
 
-    run = wandb.init(project="vitlight", dir=str(folder.path), id=folder.wandb_id, name=f"{experiment}/{folder.run_id}",
-                     job_type="probe", config={k: summary[k] for k in ("checkpoint", "layers_probed", "pool", "l2_grid", "data")}, mode=mode)
+    run = wandb.init(
+        project="vitlight",
+        dir=str(folder.path),
+        id=folder.wandb_id,
+        name=f"{experiment}/{folder.run_id}",
+        job_type="probe",
+        config={k: summary[k] for k in ("checkpoint", "layers_probed", "pool", "l2_grid", "data")},
+        mode=mode,
+    )
     table = wandb.Table(columns=["layer", "depth", "val_acc", "test_acc", "l2"])
     for row in summary["layers"]:
         table.add_data(row["layer"], row["depth"], row["val_acc"], row["test_acc"], row["l2"])
     run.log({"probe/accuracy_vs_depth": wandb.Image(str(plot)), "probe/layers": table})
-    run.summary.update({"best_layer": summary["best_layer"], "best_test_acc": summary["best"]["test_acc"],
-                        **({"baseline_test_acc": summary["baseline"]["test_acc"]} if summary["baseline"] else {})})
+    run.summary.update(
+        {
+            "best_layer": summary["best_layer"],
+            "best_test_acc": summary["best"]["test_acc"],
+            **({"baseline_test_acc": summary["baseline"]["test_acc"]} if summary["baseline"] else {}),
+        }
+    )
     run.finish()
 
 
 def main(argv: list[str]) -> int:
     from vitlight.checkpoints import build_datamodule
-    from vitlight.tools.load import load_for_tool, require_data
-    from vitlight.runs import SUMMARY_FILE, RunFolder, git_commit, hardware, new_run_id, new_wandb_id, package_versions, write_json_atomic
+    from vitlight.runs import (
+        SUMMARY_FILE,
+        RunFolder,
+        git_commit,
+        hardware,
+        new_run_id,
+        new_wandb_id,
+        package_versions,
+        write_json_atomic,
+    )
     from vitlight.tasks.probe import LayerFeatures, fit_logistic_regression
+    from vitlight.tools.load import load_for_tool, require_data
 
     started = time.time()
     args, overrides = split_data_overrides(parser(), argv)
@@ -157,25 +198,41 @@ def main(argv: list[str]) -> int:
     folder.check_writable()
 
     with_pixels = args.baseline == "pixels"
-    data = {split: extract(features, datamodule, split, layers, with_pixels, args.batch_size, device) for split in ("train", "val", "test")}
+    data = {
+        split: extract(features, datamodule, split, layers, with_pixels, args.batch_size, device)
+        for split in ("train", "val", "test")
+    }
     num_classes = datamodule.num_classes
     n = features.n_layers
 
     def probe(key) -> dict:
-        (x_train, y_train), (x_val, y_val), (x_test, y_test) = ((data[s][0][key], data[s][1]) for s in ("train", "val", "test"))
+        (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+            (data[s][0][key], data[s][1]) for s in ("train", "val", "test")
+        )
         fit = fit_logistic_regression(x_train, y_train, x_val, y_val, num_classes, l2_grid, args.max_iter)
-        return {"val_acc": round(fit.val_acc, 6), "test_acc": round(fit.accuracy(x_test.double(), y_test), 6), "l2": fit.l2,
-                "train_acc": round(fit.accuracy(x_train.double(), y_train), 6), "features": int(x_train.shape[1])}
+        return {
+            "val_acc": round(fit.val_acc, 6),
+            "test_acc": round(fit.accuracy(x_test.double(), y_test), 6),
+            "l2": fit.l2,
+            "train_acc": round(fit.accuracy(x_train.double(), y_train), 6),
+            "features": int(x_train.shape[1]),
+        }
 
     rows = []
     for layer in layers:
         rows.append({"layer": layer, "depth": round((layer + 1) / n, 4), **probe(layer)})
-        print(f"layer {layer:3d}  val {rows[-1]['val_acc']:.4f}  test {rows[-1]['test_acc']:.4f}  (l2 {rows[-1]['l2']:g})", flush=True)
+        print(
+            f"layer {layer:3d}  val {rows[-1]['val_acc']:.4f}  test {rows[-1]['test_acc']:.4f}  (l2 {rows[-1]['l2']:g})",
+            flush=True,
+        )
     baseline = None
     if with_pixels:
         name = "quantized pixels" if features.is_igpt else "pixels"
         baseline = {"name": name, **probe("pixels")}
-        print(f"{name:>9}  val {baseline['val_acc']:.4f}  test {baseline['test_acc']:.4f}  (l2 {baseline['l2']:g})", flush=True)
+        print(
+            f"{name:>9}  val {baseline['val_acc']:.4f}  test {baseline['test_acc']:.4f}  (l2 {baseline['l2']:g})",
+            flush=True,
+        )
     best = max(rows, key=lambda row: (row["val_acc"], -row["layer"]))
 
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -187,7 +244,9 @@ def main(argv: list[str]) -> int:
         "experiment": experiment,
         "run_id": folder.run_id,
         "wandb_run_id": folder.wandb_id,
-        "checkpoint": str(Path(args.ckpt).expanduser().resolve()) if Path(args.ckpt).expanduser().exists() else args.ckpt,
+        "checkpoint": str(Path(args.ckpt).expanduser().resolve())
+        if Path(args.ckpt).expanduser().exists()
+        else args.ckpt,
         "model": {"class": type(module).__name__, "name": features.name, "layers": n},
         "data": datamodule.data_summary() if hasattr(datamodule, "data_summary") else {},
         "pool": args.pool,
@@ -205,7 +264,9 @@ def main(argv: list[str]) -> int:
     }
     write_json_atomic(folder.path / SUMMARY_FILE, summary)
     log_wandb(folder, experiment, summary, plot)
-    print(f"best layer {best['layer']} (by validation): test accuracy {best['test_acc']:.4f}; wrote {folder.path / SUMMARY_FILE} and {plot}")
+    print(
+        f"best layer {best['layer']} (by validation): test accuracy {best['test_acc']:.4f}; wrote {folder.path / SUMMARY_FILE} and {plot}"
+    )
     return 0
 
 

@@ -33,7 +33,9 @@ def split_data_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tu
     args, rest = parser.parse_known_args(argv)
     for token in rest:
         if token.startswith("-") and not (token == "--data" or token.startswith(("--data.", "--data="))):
-            raise ConfigError(f"{parser.prog}: unknown flag {token!r}; valid: {', '.join(_flags(parser))}, --data, --data.<key>")
+            raise ConfigError(
+                f"{parser.prog}: unknown flag {token!r}; valid: {', '.join(_flags(parser))}, --data, --data.<key>"
+            )
     return args, rest
 
 
@@ -58,42 +60,60 @@ def default_out(checkpoint: str) -> Path:
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vitlight sample", description=__doc__.split("\n\n")[0], allow_abbrev=False, epilog=DATA_EPILOG)
-    p.add_argument("--ckpt", required=True, help="an autoregressive PixelPretrainer checkpoint, or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large")
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="an autoregressive PixelPretrainer checkpoint, or OpenAI's ImageGPT: a transformers folder or openai/imagegpt-small|medium|large",
+    )
     p.add_argument("--n", type=int, default=16, help="images to complete, spread evenly over the split")
     p.add_argument("--out", default=None, help="output folder (default: the run's samples/ folder)")
     p.add_argument("--split", default="test", choices=("test", "val", "train"), help="split the images come from")
     p.add_argument("--samples", type=int, default=1, help="completions per image")
     p.add_argument("--rows", type=int, default=None, help="rows given to the model (default: the top half)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 picks the most likely colour")
+    p.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature; 0 picks the most likely colour"
+    )
     p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely colours (1..palette size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling draws")
-    p.add_argument("--palette", default="check", choices=PALETTE_CHOICES,
-                   help="check: refuse data whose palette differs from the checkpoint's; checkpoint: quantize with the checkpoint's anyway")
+    p.add_argument(
+        "--palette",
+        default="check",
+        choices=PALETTE_CHOICES,
+        help="check: refuse data whose palette differs from the checkpoint's; checkpoint: quantize with the checkpoint's anyway",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     return p
 
 
 def main(argv: list[str]) -> int:
     from vitlight.checkpoints import build_datamodule
-    from vitlight.tools.load import load_for_tool, require_data
     from vitlight.tasks.igpt_callbacks import completion_grid, save_png
     from vitlight.tasks.pixels import split_pixels
+    from vitlight.tools.load import load_for_tool, require_data
 
     args, overrides = split_data_overrides(parser(), argv)
     if args.n < 1 or args.samples < 1:
-        raise ConfigError(f"the number of images (--n {args.n}) and of completions (--samples {args.samples}) must be at least 1")
+        raise ConfigError(
+            f"the number of images (--n {args.n}) and of completions (--samples {args.samples}) must be at least 1"
+        )
     device = device_of(args.device)
     require_data(args.ckpt, overrides, "vitlight sample")
     module, config = load_for_tool(args.ckpt, device)
     if not hasattr(module, "complete"):
-        raise ConfigError(f"{args.ckpt!r} is a {type(module).__name__} checkpoint; vitlight sample needs an ImageGPT (PixelPretrainer) one")
+        raise ConfigError(
+            f"{args.ckpt!r} is a {type(module).__name__} checkpoint; vitlight sample needs an ImageGPT (PixelPretrainer) one"
+        )
     if not module.model.cfg.causal:
-        raise ConfigError(f"{args.ckpt!r} is a BERT iGPT (objective 'bert'); completing images needs an autoregressive one")
+        raise ConfigError(
+            f"{args.ckpt!r} is a BERT iGPT (objective 'bert'); completing images needs an autoregressive one"
+        )
     size = module.palette.size
     if args.top_k is not None and not 1 <= args.top_k <= size:
         raise ConfigError(f"top_k={args.top_k} (--top_k) must be between 1 and the checkpoint's palette size {size}")
     if args.temperature < 0:
-        raise ConfigError(f"temperature (--temperature) must be >= 0 (0: the most likely colour), got {args.temperature}")
+        raise ConfigError(
+            f"temperature (--temperature) must be >= 0 (0: the most likely colour), got {args.temperature}"
+        )
     datamodule = build_datamodule(config.get("data"), overrides)
     datamodule.setup()
     module.attach_data(datamodule, check_palette=args.palette == "check")
@@ -102,9 +122,16 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"rows={args.rows} (--rows) must be between 0 and {height - 1} for {height}x{height} images")
     pixels, _ = split_pixels(datamodule, args.split, count=args.n)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    grid = completion_grid(*module.complete(
-        pixels, rows=args.rows, samples=args.samples, temperature=args.temperature, top_k=args.top_k, generator=generator,
-    ))
+    grid = completion_grid(
+        *module.complete(
+            pixels,
+            rows=args.rows,
+            samples=args.samples,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            generator=generator,
+        )
+    )
     out = Path(args.out).expanduser() if args.out else default_out(args.ckpt)
     path = save_png(grid, out / "completions.png")
     print(f"wrote {path} ({len(pixels)} images: quantized original | top half | {args.samples} completion(s))")

@@ -41,7 +41,9 @@ class SourceSplit:
     decoded: bool = False
 
 
-def assign_splits(owner: str, available: Iterable[str], names: dict[str, tuple[str, ...]], where: str) -> dict[str, str]:
+def assign_splits(
+    owner: str, available: Iterable[str], names: dict[str, tuple[str, ...]], where: str
+) -> dict[str, str]:
     """Maps our split names to stored ones; train and test must exist, val is optional."""
     available = list(available)
     chosen: dict[str, str] = {}
@@ -51,5 +53,7 @@ def assign_splits(owner: str, available: Iterable[str], names: dict[str, tuple[s
             chosen[split] = match
         elif split != "val":
             looked = " or ".join(repr(name) for name in names.get(split, ())) or "nothing"
-            raise DataError(f"{owner}: no {split} split in {where} (looked for {looked}; found {', '.join(map(repr, available)) or 'none'})")
+            raise DataError(
+                f"{owner}: no {split} split in {where} (looked for {looked}; found {', '.join(map(repr, available)) or 'none'})"
+            )
     return chosen

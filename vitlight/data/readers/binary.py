@@ -16,7 +16,9 @@ STL10_SIDE = 96
 def _check(labels: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if len(bad):
-        raise DataError(f"{path}: label {labels[bad[0]]} (image {bad[0]}) is outside 0..{num_classes - 1} (num_classes={num_classes})")
+        raise DataError(
+            f"{path}: label {labels[bad[0]]} (image {bad[0]}) is outside 0..{num_classes - 1} (num_classes={num_classes})"
+        )
     return labels
 
 
@@ -44,8 +46,10 @@ def find_stl10(root: Path, num_classes: int) -> dict[str, SourceSplit] | None:
             if not path.is_file():
                 raise DataError(f"STL10 file {path} is missing")
         sources[split] = SourceSplit(
-            origin=str(images_path), files=[str(images_path), str(labels_path)],
-            load=lambda i=images_path, l=labels_path: read_stl10(i, l, num_classes), decoded=True,
+            origin=str(images_path),
+            files=[str(images_path), str(labels_path)],
+            load=lambda i=images_path, l=labels_path: read_stl10(i, l, num_classes),
+            decoded=True,
         )
     return sources
 
@@ -60,7 +64,9 @@ def read_svhn(path: Path, num_classes: int) -> SplitData:
         labels = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
         labels = np.where(labels == 10, 0, labels)
     except ImportError:
-        raise DataError(f"reading {path} needs scipy (pip install scipy), or use an image folder or save_to_disk folder") from None
+        raise DataError(
+            f"reading {path} needs scipy (pip install scipy), or use an image folder or save_to_disk folder"
+        ) from None
     except (OSError, ValueError, KeyError) as error:
         raise DataError(f"{path} is not a readable SVHN .mat file ({type(error).__name__}: {error})") from None
     if len(labels) != len(images):
@@ -77,5 +83,7 @@ def find_svhn(root: Path, num_classes: int) -> dict[str, SourceSplit] | None:
         path = root / f"{split}_32x32.mat"
         if not path.is_file():
             raise DataError(f"SVHN file {path} is missing")
-        sources[split] = SourceSplit(origin=str(path), files=[str(path)], load=lambda p=path: read_svhn(p, num_classes), decoded=True)
+        sources[split] = SourceSplit(
+            origin=str(path), files=[str(path)], load=lambda p=path: read_svhn(p, num_classes), decoded=True
+        )
     return sources

@@ -17,14 +17,22 @@ from vitlight.errors import DataError
 
 LAYOUTS = {
     # variant: (folder name, {split: batch files}, label key)
-    "cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}, b"labels"),
+    "cifar10": (
+        "cifar-10-batches-py",
+        {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+        b"labels",
+    ),
     "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]}, b"fine_labels"),
 }
 ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
     ("_codecs", "encode"),  # how protocol 2 stores bytes when written by Python 3
 }
 
@@ -50,7 +58,9 @@ def read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarr
         raise DataError(f"{path} has {len(images)} images but {len(labels)} labels")
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if len(bad):
-        raise DataError(f"{path}: label {labels[bad[0]]} (image {bad[0]}) is outside 0..{num_classes - 1} (num_classes={num_classes})")
+        raise DataError(
+            f"{path}: label {labels[bad[0]]} (image {bad[0]}) is outside 0..{num_classes - 1} (num_classes={num_classes})"
+        )
     return images, labels
 
 

@@ -50,14 +50,18 @@ def match_class_folders(owner: str, classes: Sequence[str], wnids: Sequence[str]
                 mapping[name] = lookup[_normalized(name)]
             elif name.isdigit():
                 if int(name) >= len(classes):
-                    raise DataError(f"{owner}: class folder {folder / name} is label {int(name)}, outside 0..{len(classes) - 1} (num_classes={len(classes)})")
+                    raise DataError(
+                        f"{owner}: class folder {folder / name} is label {int(name)}, outside 0..{len(classes) - 1} (num_classes={len(classes)})"
+                    )
                 mapping[name] = int(name)
         unmatched = [name for name in names if name not in mapping]
         if unmatched and not mapping and len(names) == len(classes):
             return {name: position for position, name in enumerate(sorted(names))}
         if unmatched:
             examples = ", ".join(list(classes)[:3])
-            raise DataError(f"{owner}: class folder {folder / unmatched[0]} is not a {owner} class (expected names such as {examples}, WordNet ids, or indices 0..{len(classes) - 1})")
+            raise DataError(
+                f"{owner}: class folder {folder / unmatched[0]} is not a {owner} class (expected names such as {examples}, WordNet ids, or indices 0..{len(classes) - 1})"
+            )
         return mapping
 
     return index
@@ -68,7 +72,9 @@ def list_images(folder: Path) -> list[str]:
     found = []
     for directory, subdirs, files in os.walk(folder):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        found.extend(os.path.join(directory, f) for f in sorted(files) if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+        found.extend(
+            os.path.join(directory, f) for f in sorted(files) if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+        )
     return found
 
 
@@ -100,10 +106,14 @@ def _mapping_key(mapping: dict[str, int]) -> str:
 
 
 def _split(origin: str, paths: list[str], labels: np.ndarray, key: str) -> SourceSplit:
-    return SourceSplit(origin=origin, files=paths, load=lambda: SplitData(labels=labels, paths=paths, origin=origin), key=key)
+    return SourceSplit(
+        origin=origin, files=paths, load=lambda: SplitData(labels=labels, paths=paths, origin=origin), key=key
+    )
 
 
-def find_image_folder(owner: str, root: Path, names: dict[str, tuple[str, ...]], index: ClassIndex) -> dict[str, SourceSplit] | None:
+def find_image_folder(
+    owner: str, root: Path, names: dict[str, tuple[str, ...]], index: ClassIndex
+) -> dict[str, SourceSplit] | None:
     """The splits of an image folder at `root`, or None when `root` has no train/ folder."""
     if not (root / names["train"][0]).is_dir():
         return None

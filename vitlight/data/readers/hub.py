@@ -99,7 +99,9 @@ def hub_session(owner: str, dataset_id: str, hint: str) -> Iterator[None]:
         except Exception as error:
             why = reason or _why(error)
             if why is None:
-                raise DataError(f"{owner}: loading {dataset_id!r} from the Hugging Face hub failed ({type(error).__name__}: {str(error).splitlines()[0][:300]})") from error
+                raise DataError(
+                    f"{owner}: loading {dataset_id!r} from the Hugging Face hub failed ({type(error).__name__}: {str(error).splitlines()[0][:300]})"
+                ) from error
             raise DataError(
                 f"{owner}: cannot reach the Hugging Face hub for {dataset_id!r} ({why}); download it on a "
                 f"connected machine or set data.data_dir to local files ({hint})"
@@ -130,7 +132,9 @@ def load_saved(owner: str, root: Path) -> Mapping:
     try:
         loaded = datasets.load_from_disk(str(root))
     except Exception as error:
-        raise DataError(f"{owner}: {root} is not a readable save_to_disk folder ({type(error).__name__}: {error})") from None
+        raise DataError(
+            f"{owner}: {root} is not a readable save_to_disk folder ({type(error).__name__}: {error})"
+        ) from None
     return {"train": loaded} if isinstance(loaded, datasets.Dataset) else loaded
 
 
@@ -192,7 +196,12 @@ class ArrowImages:
 
 
 def dataset_dict_sources(
-    owner: str, splits: Mapping, names: dict[str, tuple[str, ...]], image_column: str, label_column: str, where: str,
+    owner: str,
+    splits: Mapping,
+    names: dict[str, tuple[str, ...]],
+    image_column: str,
+    label_column: str,
+    where: str,
 ) -> dict[str, SourceSplit]:
     """{our split: SourceSplit} for a {split: Dataset} mapping (a hub download or a save_to_disk folder)."""
     sources = {}

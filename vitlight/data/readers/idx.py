@@ -36,7 +36,9 @@ def read_idx(path: Path) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise DataError(f"{path} is truncated: it holds {body.size} bytes of data, its header promises {int(np.prod(dims))}")
+        raise DataError(
+            f"{path} is truncated: it holds {body.size} bytes of data, its header promises {int(np.prod(dims))}"
+        )
     return body.reshape(dims)
 
 
@@ -64,11 +66,17 @@ def find_idx(root: Path, num_classes: int) -> dict[str, SourceSplit] | None:
         def load(images_path=images_path, labels_path=labels_path) -> SplitData:
             images, labels = read_idx(images_path), read_idx(labels_path).astype(np.int64)
             if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-                raise DataError(f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) do not pair up as images and labels")
+                raise DataError(
+                    f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) do not pair up as images and labels"
+                )
             bad = np.flatnonzero(labels >= num_classes)
             if len(bad):
-                raise DataError(f"{labels_path}: label {labels[bad[0]]} (image {bad[0]}) is outside 0..{num_classes - 1} (num_classes={num_classes})")
+                raise DataError(
+                    f"{labels_path}: label {labels[bad[0]]} (image {bad[0]}) is outside 0..{num_classes - 1} (num_classes={num_classes})"
+                )
             return SplitData(labels=labels, images=images[:, :, :, None], origin=str(images_path))
 
-        sources[split] = SourceSplit(origin=str(images_path), files=[str(images_path), str(labels_path)], load=load, decoded=True)
+        sources[split] = SourceSplit(
+            origin=str(images_path), files=[str(images_path), str(labels_path)], load=load, decoded=True
+        )
     return sources

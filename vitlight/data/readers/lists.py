@@ -20,7 +20,9 @@ from vitlight.errors import DataError
 def _split(origin: str, paths: list[str], labels: np.ndarray, num_classes: int, listed_in: Path) -> SourceSplit:
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if len(bad):
-        raise DataError(f"{listed_in}: label {labels[bad[0]] + 1} of {paths[bad[0]]} is outside 1..{num_classes} (num_classes={num_classes})")
+        raise DataError(
+            f"{listed_in}: label {labels[bad[0]] + 1} of {paths[bad[0]]} is outside 1..{num_classes} (num_classes={num_classes})"
+        )
     missing = next((path for path in paths if not Path(path).is_file()), None)
     if missing is not None:
         raise DataError(f"{missing}, listed in {listed_in}, does not exist")
@@ -56,15 +58,24 @@ def find_flowers(root: Path, num_classes: int) -> dict[str, SourceSplit] | None:
 
         labels = np.asarray(loadmat(folder / "imagelabels.mat")["labels"], dtype=np.int64).reshape(-1) - 1
         sets = loadmat(folder / "setid.mat")
-        ids = {split: np.asarray(sets[key], dtype=np.int64).reshape(-1) for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid"))}
+        ids = {
+            split: np.asarray(sets[key], dtype=np.int64).reshape(-1)
+            for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid"))
+        }
     except ImportError:
-        raise DataError(f"Flowers102: reading {folder}/*.mat needs scipy (pip install scipy), or use an image folder") from None
+        raise DataError(
+            f"Flowers102: reading {folder}/*.mat needs scipy (pip install scipy), or use an image folder"
+        ) from None
     except (OSError, ValueError, KeyError) as error:
-        raise DataError(f"Flowers102: {folder}/imagelabels.mat or setid.mat cannot be read ({type(error).__name__}: {error})") from None
+        raise DataError(
+            f"Flowers102: {folder}/imagelabels.mat or setid.mat cannot be read ({type(error).__name__}: {error})"
+        ) from None
     sources = {}
     for split, numbers in ids.items():
         if numbers.min() < 1 or numbers.max() > len(labels):
             raise DataError(f"Flowers102: {folder / 'setid.mat'} lists image numbers outside 1..{len(labels)}")
         paths = [str(folder / "jpg" / f"image_{number:05d}.jpg") for number in numbers]
-        sources[split] = _split(f"{folder / 'setid.mat'} [{split}]", paths, labels[numbers - 1], num_classes, folder / "imagelabels.mat")
+        sources[split] = _split(
+            f"{folder / 'setid.mat'} [{split}]", paths, labels[numbers - 1], num_classes, folder / "imagelabels.mat"
+        )
     return sources
