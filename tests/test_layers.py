@@ -2,7 +2,7 @@
 
     entry     cli, __main__, cli_help, commands        `vitlight ...`: picks the subcommand
       |
-    commands  lightning_cli, parse_check, tools, sweeps, analysis
+    commands  lightning_cli, parse_check, wandb_summaries, tools, sweeps, analysis
       |                                                 what a subcommand does; the fit command is lightning_cli
     tasks     tasks                                     LightningModules: loss, metrics, optimizers
       |
@@ -29,6 +29,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "commands": (
         "vitlight.lightning_cli",
         "vitlight.parse_check",
+        "vitlight.wandb_summaries",
         "vitlight.tools",
         "vitlight.sweeps",
         "vitlight.analysis",

@@ -18,6 +18,7 @@ COMMAND_TARGETS: dict[str, str] = {
     "report": "vitlight.analysis.report_command:main",
     "pipeline": "vitlight.tools.pipeline:main",
     "figures": "vitlight.tools.figures:main",  # every lecture figure of a checkpoint or sweep, PNG + JSON
+    "dashboard": "vitlight.sweeps.dashboard:main",  # a W&B workspace view for one study (wandb-workspaces)
 }
 
 

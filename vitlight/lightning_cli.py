@@ -42,6 +42,7 @@ from vitlight.runs import (
     wandb_id_of,
     write_start_record,
 )
+from vitlight.wandb_summaries import BestSummaries
 
 # Passed to the processes that Lightning launches for DDP, so that every rank writes one run folder.
 RUN_ID_ENV, WANDB_ID_ENV = "VITLIGHT_RUN_ID", "VITLIGHT_WANDB_ID"
@@ -290,7 +291,7 @@ class VitlightCLI(LightningCLI):
             self.start_record = write_start_record(
                 self.run_folder, subcommand, self.config[subcommand].get("seed_everything")
             )
-        extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config())]
+        extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config()), BestSummaries()]
         if subcommand == "fit":
             extra += self._reliability_callbacks()
         self.trainer.callbacks[:0] = extra  # before the checkpoint callbacks, which Lightning also moves last

@@ -122,7 +122,8 @@ def flops_per_image(
             model.get_classifier().requires_grad_(True)
         return model
 
-    return count_training_flops(build, (1, channels, image_size, image_size)).train_step
+    # batch 2: batch norm needs two values per channel on a 1x1 map (ResNet-18 at 14 px)
+    return count_training_flops(build, (2, channels, image_size, image_size)).train_step // 2
 
 
 def images_seen(summary: dict[str, Any], config: dict[str, Any]) -> int | None:

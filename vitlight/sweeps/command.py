@@ -3,6 +3,7 @@
     vitlight sweep sweeps/scaling_data_mini.yaml --workers 1
     vitlight sweep sweeps/vit_hparams_bayes.yaml --count 20 --workers 2
     vitlight sweep sweeps/scaling_data.yaml --check        # validate only
+    vitlight sweep sweeps/scaling_data.yaml --estimate --device h200   # trials, FLOPs, hours; runs nothing
     vitlight sweep sweeps/scaling_data.yaml --offline --storage postgresql://user:pw@dbhost/sweeps
 
 The file is checked first (method, distributions, and every parameter name with the
@@ -52,6 +53,21 @@ def parser() -> argparse.ArgumentParser:
         "implies --offline; default: the journal file in the sweep folder)",
     )
     p.add_argument("--check", action="store_true", help="only check the file, run nothing")
+    p.add_argument(
+        "--estimate", action="store_true", help="only print the trials, their counted FLOPs and the hours on --device"
+    )
+    p.add_argument(
+        "--device", default="h200", help="with --estimate: h200, a100 or cpu (this CPU's matmul rate, measured)"
+    )
+    p.add_argument(
+        "--mfu", type=float, default=None, help="with --estimate: the model FLOPs utilization to assume (default 0.3)"
+    )
+    p.add_argument(
+        "--bench",
+        default=None,
+        metavar="RESULT.json",
+        help="with --estimate: a bench/gpu.py JSON result (its chip and measured MFU)",
+    )
     p.add_argument("--project", default=None, help="W&B project (online; default: the file's, else vitlight)")
     p.add_argument("--entity", default=None, help="W&B entity (online; default: the file's, else your default)")
     return p
@@ -72,6 +88,13 @@ def main(argv: list[str]) -> int:
     if args.workers < 1:
         raise ConfigError(f"sweep: --workers must be at least 1, got {args.workers}")
     spec = load_spec(args.file)
+    if args.estimate:
+        from vitlight.sweeps.estimate import device_rate, estimate, report_lines
+
+        rate = device_rate(args.device, args.mfu, args.bench)
+        for line in report_lines(estimate(spec), rate):
+            _say(line)
+        return 0
     check_keys(spec)
     searched = ", ".join(p.name for p in spec.searched) or "nothing"
     _say(
