@@ -9,7 +9,7 @@
     data      data, models                              LightningDataModules; plain nn.Modules (neither imports
                                                         the other)
       |
-    core      errors, files, runs, checkpoints, reliability, cli_errors, cluster, console,
+    core      errors, files, hub, runs, checkpoints, reliability, cli_errors, cluster, console,
               logging_wandb, precision, fsdp, syncs     errors, file writes, run folders, callbacks every layer may use
 
 A module imports modules of its own layer or of layers below it, never above, and no chain of
@@ -39,6 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": (
         "vitlight.errors",
         "vitlight.files",
+        "vitlight.hub",
         "vitlight.runs",
         "vitlight.checkpoints",
         "vitlight.reliability",

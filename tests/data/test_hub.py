@@ -104,7 +104,7 @@ def test_gated_dataset_error_says_how_to_get_access(monkeypatch: pytest.MonkeyPa
     import datasets
     from datasets.exceptions import DatasetNotFoundError
 
-    import vitlight.data.readers.hub as hub
+    import vitlight.hub as hub
 
     def gated(*args, **kwargs):
         raise DatasetNotFoundError(
@@ -113,7 +113,7 @@ def test_gated_dataset_error_says_how_to_get_access(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
-    monkeypatch.setattr(hub, "_unreachable_reason", lambda: None)  # as if online; nothing is contacted
+    monkeypatch.setattr(hub, "unreachable_reason", lambda: None)  # as if online; nothing is contacted
     monkeypatch.setattr(datasets, "load_dataset", gated)
     with pytest.raises(
         DataError, match=r"ImageNet: cannot reach the Hugging Face hub for 'ILSVRC/imagenet-1k' \(gated: .*HF_TOKEN\)"

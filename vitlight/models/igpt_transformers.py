@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,6 +49,20 @@ def looks_like_hub_name(text: str) -> bool:
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and not Path(text).exists()
 
 
+def _fetch(hf_hub_download: Any, name: str) -> Path:
+    """Config, processor and the first weights format the repository has, into the cache; their folder."""
+    for file in (CONFIG_FILE, PROCESSOR_FILE):
+        folder = Path(hf_hub_download(name, file)).parent
+    for index, file in enumerate(WEIGHT_FILES):
+        try:
+            hf_hub_download(name, file)
+            break
+        except Exception as error:  # a repository with only the other weights format
+            if index == len(WEIGHT_FILES) - 1 or "EntryNotFound" not in type(error).__name__:
+                raise
+    return folder
+
+
 def _download(name: str) -> Path:
     """The hub repository's config, processor and weights in the local cache."""
     usage = (
@@ -58,16 +73,11 @@ def _download(name: str) -> Path:
         from huggingface_hub import hf_hub_download
     except ImportError:
         raise CheckpointError(f"loading {name!r} by name needs huggingface_hub; {usage}") from None
+    from vitlight.hub import offline_when_unreachable
+
     try:
-        for file in (CONFIG_FILE, PROCESSOR_FILE):
-            folder = Path(hf_hub_download(name, file)).parent
-        for index, file in enumerate(WEIGHT_FILES):
-            try:
-                hf_hub_download(name, file)
-                break
-            except Exception as error:  # a repository with only the other weights format
-                if index == len(WEIGHT_FILES) - 1 or "EntryNotFound" not in type(error).__name__:
-                    raise
+        with offline_when_unreachable():
+            folder = _fetch(hf_hub_download, name)
     except Exception as error:
         first = (str(error).splitlines() or [""])[0][:120]
         raise CheckpointError(

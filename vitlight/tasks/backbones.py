@@ -53,7 +53,12 @@ def create_backbone(
     kwargs.update(model_kwargs or {})
     _check_patch_size(kwargs)
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        if not pretrained:
+            return timm.create_model(name, **kwargs)
+        from vitlight.hub import offline_when_unreachable
+
+        with offline_when_unreachable():
+            return timm.create_model(name, pretrained=True, **kwargs)
     except TypeError as error:
         raise ConfigError(f"model.model_kwargs do not fit timm model {name!r}: {error}") from None
     except AssertionError as error:

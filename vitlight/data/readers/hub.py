@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from vitlight.data.base import SplitData
 from vitlight.data.readers import SourceSplit, assign_splits
 from vitlight.errors import DataError
-
-PROBE_TIMEOUT_S = 3.0
-TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+from vitlight.hub import offline_when_unreachable
 
 
 def is_saved_dataset(root: Path) -> bool:
@@ -39,41 +34,6 @@ def hf_datasets_cache() -> str:
         return os.path.expanduser(os.environ["HF_DATASETS_CACHE"])
     home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
     return os.path.join(os.path.expanduser(home), "datasets")
-
-
-def _offline_reason() -> str | None:
-    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(variable, "").upper() in TRUE_VALUES:
-            return f"offline: {variable}={os.environ[variable]}"
-    return None
-
-
-def _unreachable_reason() -> str | None:
-    """Why the hub's host cannot be reached, or None when it can (or a proxy is in the way)."""
-    if any(os.environ.get(variable) for variable in PROXY_VARIABLES):
-        return None
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
-    except OSError as error:
-        return f"no connection to {host}: {error.strerror or error}"
-    return None
-
-
-@contextmanager
-def _offline_flags(offline: bool) -> Iterator[None]:
-    """Puts `datasets` and `huggingface_hub` in offline mode for the call (they read the variables at import)."""
-    import datasets.config
-    import huggingface_hub.constants as hub_constants
-
-    saved = datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE
-    if offline:
-        datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
 
 
 def _why(error: Exception) -> str | None:
@@ -92,8 +52,7 @@ def _why(error: Exception) -> str | None:
 @contextmanager
 def hub_session(owner: str, dataset_id: str, hint: str) -> Iterator[None]:
     """Runs a hub call and turns a failure to reach the dataset into one clear DataError."""
-    reason = _offline_reason() or _unreachable_reason()
-    with _offline_flags(reason is not None):
+    with offline_when_unreachable() as reason:
         try:
             yield
         except Exception as error:
