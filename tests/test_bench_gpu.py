@@ -52,6 +52,7 @@ def _run(args: list[str], cwd: Path, block: tuple[str, ...] = ()) -> subprocess.
     return proc
 
 
+@pytest.mark.slow  # default run under 15 minutes; `make test-slow` runs it
 def test_tiny_cpu_run_without_the_gpu_machines_missing_packages_writes_every_field(tmp_path):
     cifar = cifar_batches(tmp_path / "data", per_batch=20)
     proc = _run(

@@ -24,6 +24,7 @@ def _load():
     return bench
 
 
+@pytest.mark.slow  # default run under 15 minutes; `make test-slow` runs it
 def test_step_overhead_bench_prints_both_sides_and_ratio_last(tmp_path):
     # one model keeps the default run short (each side of a model is a whole `vitlight fit`)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -117,6 +117,7 @@ def _in_own_session(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+@pytest.mark.slow  # default run under 15 minutes; `make test-slow` runs it
 def test_two_process_run_killed_and_resumed_equals_the_uninterrupted_one(images: Path, tmp_path: Path):
     steps = [
         "--trainer.max_epochs",

@@ -9,11 +9,14 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from tests.data.conftest import image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # default run under 15 minutes; `make test-slow` runs it
 def test_data_throughput_bench_on_archives(tmp_path: Path) -> None:
     folder = image_folder(
         tmp_path / "images", classes=("a", "b", "c", "d"), counts={"train": 8, "test": 2}, size=32, suffix=".jpg"

@@ -61,6 +61,7 @@ def run_groups(run_dir: Path) -> set[str]:
     return {r.run.run_group for f in files for r in read_records(f) if r.WhichOneof("record_type") == "run"}
 
 
+@pytest.mark.slow  # default run under 15 minutes; `make test-slow` runs it
 def test_grid_runs_real_trials_and_a_crash_is_recorded_as_failed(tmp_path: Path):
     # patch 5 does not divide the 28-pixel digits: that trial exits with an error; the sweep goes on
     sweep = write_sweep(tmp_path / "grid.yaml", {"model.model_kwargs.patch_size": {"values": [5, 4]}}, "two")
@@ -88,6 +89,7 @@ def test_grid_runs_real_trials_and_a_crash_is_recorded_as_failed(tmp_path: Path)
     assert not (folder / "trials" / "0002").exists()
 
 
+@pytest.mark.slow  # default run under 15 minutes; `make test-slow` runs it
 def test_a_killed_runner_resumes_without_redoing_finished_trials(tmp_path: Path):
     sweep = write_sweep(tmp_path / "grid.yaml", {"model.optimizer.lr": {"values": [0.001, 0.002]}}, "resume")
     folder = tmp_path / "runs" / "sweeps" / "resume"
