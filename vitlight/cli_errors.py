@@ -25,6 +25,18 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise ConfigError(f"{self.prog}: {message}")
 
+    @classmethod
+    def from_docstring(cls, prog: str, doc: str, epilog_extra: str = "") -> CommandParser:
+        """The parser of a command module: its docstring's first paragraph as description, the rest
+        (usage examples) as epilog, kept as written."""
+        return cls(
+            prog=prog,
+            description=doc.split("\n\n")[0],
+            allow_abbrev=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=doc.split("\n\n", 1)[1] + epilog_extra,
+        )
+
 
 # jsonargparse's type names -> what a user writes
 _TYPE_WORDS = {

@@ -49,6 +49,25 @@ def apply_wandb_mode() -> tuple[str, str]:
     return mode, reason
 
 
+def start_command_run(run_folder: Any, experiment: str, job_type: str, config: dict[str, Any]) -> Any:
+    """A W&B run for a vitlight command's result (probe, pipeline) in its run folder, in the mode
+    `apply_wandb_mode` chooses; None when W&B is disabled."""
+    mode, _ = apply_wandb_mode()
+    if mode == "disabled":
+        return None
+    import wandb
+
+    return wandb.init(
+        project="vitlight",
+        dir=str(run_folder.path),
+        id=run_folder.wandb_id,
+        name=f"{experiment}/{run_folder.run_id}",
+        job_type=job_type,
+        config=config,
+        mode=mode,
+    )
+
+
 def redact_secrets(value: Any, key: str = "") -> Any:
     """A copy of a nested config with every secret-looking entry (or value equal to the API key) replaced."""
     api_key = os.environ.get("WANDB_API_KEY")

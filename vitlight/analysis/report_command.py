@@ -27,13 +27,7 @@ COMPUTE_PLOT = "accuracy_vs_compute.png"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = CommandParser(
-        prog="vitlight report",
-        description=__doc__.split("\n\n")[0],
-        allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = CommandParser.from_docstring("vitlight report", __doc__)
     p.add_argument(
         "source",
         help="a sweep folder or runs folder (run folders found recursively), or ENTITY/PROJECT/SWEEP_ID online",

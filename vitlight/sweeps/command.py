@@ -27,13 +27,7 @@ from vitlight.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = CommandParser(
-        prog="vitlight sweep",
-        description=__doc__.split("\n\n")[0],
-        allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = CommandParser.from_docstring("vitlight sweep", __doc__)
     p.add_argument("file", help="a W&B sweep YAML (sweeps/*.yaml)")
     p.add_argument(
         "--count",

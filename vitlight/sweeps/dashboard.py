@@ -19,7 +19,6 @@ sweep folder, and this command given that JSON with credentials publishes it unc
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -172,12 +171,9 @@ def _source(target: Path) -> tuple[dict[str, Any] | None, SweepSpec | None, Path
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="vitlight dashboard",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    from vitlight.cli_errors import CommandParser
+
+    p = CommandParser.from_docstring("vitlight dashboard", __doc__)
     p.add_argument("target", help="a sweep file, a sweep folder (runs/sweeps/NAME) or a written *.dashboard.json")
     p.add_argument("--entity", default=None, help="W&B entity (default: the sweep file's)")
     p.add_argument("--project", default=None, help="W&B project (default: the sweep file's, else vitlight)")

@@ -24,6 +24,20 @@ def split_data_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tu
     return args, rest
 
 
+def add_palette_and_device(p: argparse.ArgumentParser) -> None:
+    """The ImageGPT tools' --palette (what to do when the data's palette is not the checkpoint's) and --device."""
+    p.add_argument(
+        "--palette",
+        default="check",
+        choices=PALETTE_CHOICES,
+        help=(
+            "check: refuse data whose palette differs from the checkpoint's; checkpoint: quantize with the "
+            "checkpoint's anyway"
+        ),
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+
+
 def _flags(parser: argparse.ArgumentParser) -> list[str]:
     return [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
 

@@ -36,14 +36,11 @@ INDEX_FILE = f"{INDEX_NAME}.json"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = CommandParser(
-        prog="vitlight figures",
-        description=__doc__.split("\n\n")[0],
-        allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1]
-        + "\n--data X and --data.key value override the checkpoint's data config"
-        + " (a timm model needs them for the image figures).",
+    p = CommandParser.from_docstring(
+        "vitlight figures",
+        __doc__,
+        "\n--data X and --data.key value override the checkpoint's data config"
+        " (a timm model needs them for the image figures).",
     )
     p.add_argument(
         "--ckpt",

@@ -282,22 +282,13 @@ def main(argv: list[str]) -> int:
 
 
 def _log_wandb(folder, experiment: str, summary: dict[str, Any]) -> None:
-    from vitlight.logging_wandb import apply_wandb_mode
+    from vitlight.logging_wandb import start_command_run
 
-    mode, _ = apply_wandb_mode()
-    if mode == "disabled":
+    run = start_command_run(folder, experiment, "pipeline", {"stages": summary["stages"], "seed": summary["seed"]})
+    if run is None:
         return
     import wandb
 
-    run = wandb.init(
-        project="vitlight",
-        dir=str(folder.path),
-        id=folder.wandb_id,
-        name=f"{experiment}/{folder.run_id}",
-        job_type="pipeline",
-        config={"stages": summary["stages"], "seed": summary["seed"]},
-        mode=mode,
-    )
     run.summary.update({"status": summary["status"], **summary["metrics"]})
     run.finish(exit_code=0 if summary["status"] == "finished" else 1)
     wandb.teardown()

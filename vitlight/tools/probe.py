@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
-from vitlight.tools.arguments import DATA_EPILOG, PALETTE_CHOICES, device_of, split_data_overrides
+from vitlight.tools.arguments import DATA_EPILOG, add_palette_and_device, device_of, split_data_overrides
 
 log = logging.getLogger("vitlight")
 
@@ -57,16 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=256, help="images per feature-extraction batch")
     p.add_argument("--runs_dir", default="runs", help="folder holding runs/<experiment>/<run id>/")
     p.add_argument("--experiment", default=None, help="experiment name (default: probe_<the checkpoint's experiment>)")
-    p.add_argument(
-        "--palette",
-        default="check",
-        choices=PALETTE_CHOICES,
-        help=(
-            "check: refuse data whose palette differs from the checkpoint's; checkpoint: quantize with the "
-            "checkpoint's anyway"
-        ),
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    add_palette_and_device(p)
     return p
 
 
@@ -144,22 +135,14 @@ def accuracy_plot(rows: list[dict], baseline: dict | None, title: str, path: Pat
 
 
 def log_wandb(folder, experiment: str, summary: dict, plot: Path) -> None:
-    from vitlight.logging_wandb import apply_wandb_mode
+    from vitlight.logging_wandb import start_command_run
 
-    mode, _ = apply_wandb_mode()
-    if mode == "disabled":
+    config = {k: summary[k] for k in ("checkpoint", "layers_probed", "pool", "l2_grid", "data")}
+    run = start_command_run(folder, experiment, "probe", config)
+    if run is None:
         return
     import wandb
 
-    run = wandb.init(
-        project="vitlight",
-        dir=str(folder.path),
-        id=folder.wandb_id,
-        name=f"{experiment}/{folder.run_id}",
-        job_type="probe",
-        config={k: summary[k] for k in ("checkpoint", "layers_probed", "pool", "l2_grid", "data")},
-        mode=mode,
-    )
     table = wandb.Table(columns=["layer", "depth", "val_acc", "test_acc", "l2"])
     for row in summary["layers"]:
         table.add_data(row["layer"], row["depth"], row["val_acc"], row["test_acc"], row["l2"])

@@ -17,7 +17,7 @@ import torch
 
 from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
-from vitlight.tools.arguments import DATA_EPILOG, PALETTE_CHOICES, device_of, split_data_overrides
+from vitlight.tools.arguments import DATA_EPILOG, add_palette_and_device, device_of, split_data_overrides
 
 
 def default_out(checkpoint: str) -> Path:
@@ -48,16 +48,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely colours (1..palette size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling draws")
-    p.add_argument(
-        "--palette",
-        default="check",
-        choices=PALETTE_CHOICES,
-        help=(
-            "check: refuse data whose palette differs from the checkpoint's; checkpoint: quantize with the "
-            "checkpoint's anyway"
-        ),
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    add_palette_and_device(p)
     return p
 
 
