@@ -35,12 +35,12 @@ from vitlight.models.igpt_transformers import PALETTE_KIND as OPENAI_PALETTE_KIN
 from vitlight.models.palette import Palette
 from vitlight.tasks.inputs import augmented_uint8_batch
 from vitlight.tasks.optim import weight_decay_groups
+from vitlight.tasks.pixel_weights import PALETTE_KEY, load_pixel_weights
 from vitlight.tasks.pixels import Tokenizer, bits_per_token, channels_last, check_palette_settings, data_palette
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
 log = logging.getLogger(__name__)
 
-PALETTE_KEY = "igpt_palette"
 # IGPTConfig architecture options per PixelPretrainer.architecture
 OPENAI_ARCHITECTURE: dict[str, dict[str, Any]] = {
     "vitlight": {},
@@ -202,54 +202,7 @@ class PixelPretrainer(L.LightningModule):
         return cls(**{**shape, **overrides})
 
     def _load_pretrained(self, path: str) -> None:
-        from vitlight.models.igpt_transformers import is_transformers_folder, looks_like_hub_name
-
-        if is_transformers_folder(path) or looks_like_hub_name(path):
-            self._load_transformers(path)
-            return
-        from vitlight.checkpoints import read_checkpoint
-
-        checkpoint = read_checkpoint(path)
-        theirs = checkpoint.get("hyper_parameters", {})
-        if PALETTE_KEY not in checkpoint:
-            raise CheckpointError(
-                f"checkpoint {path!r} holds no ImageGPT palette; model.checkpoint_path must be a PixelPretrainer "
-                "checkpoint"
-            )
-        if theirs.get("objective", self.hparams.objective) != self.hparams.objective:
-            raise CheckpointError(
-                f"checkpoint {path!r} was trained with objective {theirs['objective']!r}; set model.objective: "
-                f"{theirs['objective']}"
-            )
-        weights = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-        try:
-            self.model.load_state_dict(weights)
-        except RuntimeError as error:
-            shapes = ", ".join(
-                f"{k}={theirs.get(k)}" for k in ("preset", "n_layer", "n_embd", "n_head", "palette_size", "image_size")
-            )
-            detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
-            raise CheckpointError(f"checkpoint {path!r} does not fit this model (it has {shapes}): {detail}") from None
-        self.set_palette(Palette.from_dict(checkpoint[PALETTE_KEY]))
-        log.info("loaded ImageGPT weights and palette from %s", path)
-
-    def _load_transformers(self, path: str) -> None:
-        from vitlight.models.igpt_transformers import from_transformers
-
-        model, palette = from_transformers(path)
-        if model.cfg != self.model.cfg:
-            theirs, ours = vars(model.cfg), vars(self.model.cfg)
-            differ = ", ".join(
-                f"{k}={theirs[k]} (here {ours[k]})" for k in theirs if theirs[k] != ours[k] and k != "dropout"
-            )
-            if differ:
-                raise CheckpointError(
-                    f"OpenAI ImageGPT {path!r} does not fit this model: {differ}; build it with "
-                    "PixelPretrainer.from_transformers or set those model options"
-                )
-        self.model.load_state_dict(model.state_dict())
-        self.set_palette(palette)
-        log.info("loaded OpenAI ImageGPT weights and palette from %s", path)
+        load_pixel_weights(self, path)
 
     # ----- palette and pixels ------------------------------------------------------------
     def set_palette(self, palette: Palette) -> None:

@@ -19,7 +19,6 @@ turns it off). A rerun replaces its own files; nothing is written outside --out.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ import torch
 from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
 from vitlight.tools.arguments import device_of, split_data_overrides
+from vitlight.tools.figure_gallery import Gallery, rounded
+from vitlight.tools.figures_igpt import draw_igpt
 
 INDEX_NAME = "figures"
 INDEX_FILE = f"{INDEX_NAME}.json"
@@ -65,34 +66,6 @@ def parser() -> argparse.ArgumentParser:
         "--wandb_dir", default=None, help="folder in which the W&B run makes its wandb/ folder (default: OUT)"
     )
     return p
-
-
-class Gallery:
-    """What one command wrote: files, the W&B tables, and the figures skipped with the reason."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.figures: dict[str, dict[str, str]] = {}
-        self.skipped: dict[str, str] = {}
-        self.tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
-
-    def json(self, name: str, data: dict[str, Any]) -> Path:
-        from vitlight.files import write_json_atomic
-
-        path = self.out / f"{name}.json"
-        write_json_atomic(path, data)
-        return path
-
-    def add(self, name: str, png: Path, data: dict[str, Any]) -> None:
-        self.figures[name] = {"png": png.name, "json": self.json(name, data).name}
-
-    def skip(self, name: str, reason: str) -> None:
-        self.skipped[name] = reason
-        print(f"skipped {name}: {reason}")
-
-
-def _rounded(tensor: torch.Tensor, digits: int = 5) -> list:
-    return torch.round(tensor.detach().float().cpu(), decimals=digits).tolist()
 
 
 # ----- a ViT ----------------------------------------------------------------------------
@@ -141,8 +114,8 @@ def draw_vit(source, args: argparse.Namespace, overrides: list[str], gallery: Ga
         {
             "what": "principal components of the patch-embedding filters, largest explained variance first",
             "layout": "components (k, C, P, P), unit-norm filter weights; explained_variance_ratio (k,)",
-            "explained_variance_ratio": _rounded(explained),
-            "components": _rounded(components),
+            "explained_variance_ratio": rounded(explained),
+            "components": rounded(components),
         },
     )
     gallery.tables["explained_variance"] = (
@@ -173,7 +146,7 @@ def draw_vit(source, args: argparse.Namespace, overrides: list[str], gallery: Ga
                     "patch i's map"
                 ),
                 "grid": list(grid),
-                "similarity": _rounded(similarity, 4),
+                "similarity": rounded(similarity, 4),
             },
         )
     if datamodule is None:
@@ -220,7 +193,7 @@ def _draw_vit_images(
             "image_size": list(size),
             "images": len(images),
             "patch_size": [int(p) for p in model.patch_embed.patch_size],
-            "distance": _rounded(distance, 3),
+            "distance": rounded(distance, 3),
         },
     )
     gallery.tables["attention_distance"] = (
@@ -251,7 +224,7 @@ def _draw_vit_images(
             "label": truth[int(label)],
             "predicted": names[int(row.argmax())],
             "probability": round(float(row.max()), 4),
-            "rollout": _rounded(heat, 4),
+            "rollout": rounded(heat, 4),
         }
         for label, row, heat in zip(labels, probabilities, maps.cpu())
     ]
@@ -266,82 +239,6 @@ def _draw_vit_images(
             "layout": "per image: rollout (grid_h, grid_w), scaled to peak 1",
             "images": rows,
         },
-    )
-
-
-# ----- an ImageGPT ----------------------------------------------------------------------
-def draw_igpt(source, args: argparse.Namespace, overrides: list[str], gallery: Gallery, device: torch.device) -> None:
-    from vitlight.data.from_config import build_datamodule
-    from vitlight.tasks.igpt_callbacks import completion_grid
-    from vitlight.tasks.pixels import split_pixels
-    from vitlight.tools.attention import write_png
-    from vitlight.tools.figure_sources import find_probe_summary
-
-    module = source.module
-    if not module.model.cfg.causal:
-        gallery.skip("completions", "a BERT (masked) ImageGPT cannot complete images; it needs an autoregressive one")
-    elif not source.config and not overrides:
-        gallery.skip("completions", "this ImageGPT has no data config: add --data NAME --data.data_dir DIR")
-    else:
-        datamodule = build_datamodule(source.config.get("data"), overrides)
-        datamodule.setup()
-        module.attach_data(datamodule, check_palette=True)
-        pixels, labels = split_pixels(datamodule, args.split, count=args.completions)
-        generator = torch.Generator(device=device).manual_seed(args.seed)
-        originals, halves, completions = module.complete(pixels, samples=args.samples, generator=generator)
-        png = gallery.out / "completions.png"
-        grid = completion_grid(originals, halves, completions)  # uint8 (H', W', C)
-        write_png(grid[..., 0] if grid.shape[-1] == 1 else grid, png)
-        gallery.add(
-            "completions",
-            png,
-            {
-                "what": (
-                    "per row: the quantized original, its top half, then the model's completions of the bottom half"
-                ),
-                "layout": "rows = images; columns = original | top half | samples",
-                "labels": labels.tolist(),
-                "samples": args.samples,
-                "seed": args.seed,
-                "image_size": int(datamodule.image_size),
-            },
-        )
-    summary_path = (
-        find_probe_summary(source.checkpoint, args.probe) if source.checkpoint is not None or args.probe else None
-    )
-    if summary_path is None:
-        gallery.skip(
-            "probe_accuracy",
-            "no `vitlight probe` result for this checkpoint (run `vitlight probe --ckpt CKPT`, or give --probe)",
-        )
-        return
-    _draw_probe(summary_path, gallery)
-
-
-def _draw_probe(summary_path: Path, gallery: Gallery) -> None:
-    from vitlight.tools.probe import accuracy_plot
-
-    try:
-        summary = json.loads(summary_path.read_text())
-        rows, baseline = summary["layers"], summary.get("baseline")
-    except (OSError, ValueError, KeyError):
-        raise ConfigError(f"{str(summary_path)!r} is not a `vitlight probe` summary.json (no 'layers')") from None
-    title = f"linear probe accuracy by layer ({summary.get('model', {}).get('name', '?')})"
-    png = accuracy_plot(rows, baseline, title, gallery.out / "probe_accuracy.png")
-    gallery.add(
-        "probe_accuracy",
-        png,
-        {
-            "what": "linear-probe accuracy of each block's features",
-            "source": str(summary_path),
-            "layers": rows,
-            "baseline": baseline,
-            "best_layer": summary.get("best_layer"),
-        },
-    )
-    gallery.tables["probe"] = (
-        ["layer", "depth", "val_acc", "test_acc"],
-        [[r["layer"], r["depth"], r["val_acc"], r["test_acc"]] for r in rows],
     )
 
 
