@@ -61,6 +61,26 @@ def write_image_folder(
     return root
 
 
+def smoke_fit_on_folder(images: Path) -> list[str]:
+    """`vitlight fit` of the quickstart model with the smoke config on an image folder at 14 px, no
+    loader workers; tests add their own options after it."""
+    return [
+        "fit",
+        "--config",
+        str(EXPERIMENTS / "quickstart.yaml"),
+        "--config",
+        str(SMOKE),
+        "--data",
+        "ImageFolder",
+        "--data.data_dir",
+        str(images),
+        "--data.image_size",
+        "14",
+        "--data.num_workers",
+        "0",
+    ]
+
+
 def run_vitlight(
     *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:

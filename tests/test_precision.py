@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import EXPERIMENTS, SMOKE, write_image_folder
+from tests.conftest import smoke_fit_on_folder, write_image_folder
 from vitlight.cli import main
 from vitlight.precision import apply_matmul_precision, default_precision, resolve_precision
 
@@ -48,21 +48,9 @@ def test_summary_records_precision_and_matmul_setting(tmp_path: Path, monkeypatc
     monkeypatch.setenv("WANDB_MODE", "disabled")
     images = write_image_folder(tmp_path / "images", per_class=12, size=16)
     args = [
-        "fit",
-        "--config",
-        str(EXPERIMENTS / "quickstart.yaml"),
-        "--config",
-        str(SMOKE),
-        "--data",
-        "ImageFolder",
-        "--data.data_dir",
-        str(images),
-        "--data.num_workers",
-        "0",
+        *smoke_fit_on_folder(images),
         "--data.batch_size",
         "8",
-        "--data.image_size",
-        "14",
         "--runs_dir",
         str(tmp_path / "runs"),
     ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import EXPERIMENTS, SMOKE, run_vitlight, write_image_folder
+from tests.conftest import run_vitlight, smoke_fit_on_folder, write_image_folder
 from tests.helpers.wandb_records import exit_codes
 from vitlight.cli import main
 from vitlight.errors import CheckpointError
@@ -26,19 +26,7 @@ def images(tmp_path: Path) -> Path:
 
 def fit_args(images: Path, runs: Path, *extra: str) -> list[str]:
     return [
-        "fit",
-        "--config",
-        str(EXPERIMENTS / "quickstart.yaml"),
-        "--config",
-        str(SMOKE),
-        "--data",
-        "ImageFolder",
-        "--data.data_dir",
-        str(images),
-        "--data.image_size",
-        "14",
-        "--data.num_workers",
-        "0",
+        *smoke_fit_on_folder(images),
         "--trainer.enable_progress_bar",
         "false",
         "--runs_dir",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import EXPERIMENTS, SMOKE, run_vitlight, write_image_folder
+from tests.conftest import run_vitlight, smoke_fit_on_folder, write_image_folder
 from tests.helpers.wandb_records import run_ids
 
 # Two epochs of 6 steps, a checkpoint every step, random-crop augmentation and shuffling on:
@@ -23,19 +23,7 @@ TOLERANCE = 1e-6
 
 def fit_args(images: Path, runs: Path, *extra: str) -> list[str]:
     return [
-        "fit",
-        "--config",
-        str(EXPERIMENTS / "quickstart.yaml"),
-        "--config",
-        str(SMOKE),
-        "--data",
-        "ImageFolder",
-        "--data.data_dir",
-        str(images),
-        "--data.image_size",
-        "14",
-        "--data.num_workers",
-        "0",
+        *smoke_fit_on_folder(images),
         "--data.batch_size",
         "8",
         "--data.train_size",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXPERIMENTS, ROOT, SMOKE, write_image_folder
+from tests.conftest import ROOT, smoke_fit_on_folder, write_image_folder
 from tests.helpers.wandb_records import read_records, run_config
 from vitlight.cli import main
 from vitlight.sweeps.dashboard import build_spec
@@ -66,21 +66,9 @@ def fitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert (
         main(
             [
-                "fit",
-                "--config",
-                str(EXPERIMENTS / "quickstart.yaml"),
-                "--config",
-                str(SMOKE),
-                "--data",
-                "ImageFolder",
-                "--data.data_dir",
-                str(images),
-                "--data.num_workers",
-                "0",
+                *smoke_fit_on_folder(images),
                 "--data.batch_size",
                 "8",
-                "--data.image_size",
-                "14",
                 "--trainer.max_epochs",
                 "2",
                 "--trainer.check_val_every_n_epoch",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import EXPERIMENTS, ROOT, SMOKE, run_vitlight, write_image_folder
+from tests.conftest import ROOT, run_vitlight, smoke_fit_on_folder, write_image_folder
 from tests.helpers.wandb_records import run_ids
 
 TWO_PROCESSES = [
@@ -32,19 +32,7 @@ ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 def ddp_args(images: Path, runs: Path, *extra: str) -> list[str]:
     return [
-        "fit",
-        "--config",
-        str(EXPERIMENTS / "quickstart.yaml"),
-        "--config",
-        str(SMOKE),
-        "--data",
-        "ImageFolder",
-        "--data.data_dir",
-        str(images),
-        "--data.image_size",
-        "14",
-        "--data.num_workers",
-        "0",
+        *smoke_fit_on_folder(images),
         "--data.horizontal_flip",
         "true",
         "--data.random_crop_padding",
