@@ -240,10 +240,11 @@ class Run:
         warmup = args.warmup + (3 if mode == "compile" and self.cuda else 0)
         if data == "synthetic":
             gpu_measure.prepare_synthetic(module)
+            accumulation = int(built.trainer.get("accumulate_grad_batches") or 1)
             datamodule = gpu_measure.SyntheticImages(
                 datamodule,
                 datamodule.batch_size,
-                warmup + args.steps + args.count_steps + 2,
+                warmup + args.steps + args.count_steps + accumulation + 1,  # whole optimizer steps
                 uint8=row["uint8_batches"],
                 pin_memory=self.cuda,
             )
@@ -254,12 +255,20 @@ class Run:
                 datamodule, args.steps, warmup=max(1, 2 * datamodule.num_workers)
             )
         row["flops_per_step"] = gpu_measure.flops_per_step(module, datamodule.batch_size)
+        row["flop_convention"], row["masked_attention_share"] = gpu_measure.flop_convention(module)
         count = args.count_steps if mode == "eager" and data == "synthetic" else 0
+        if mode == "compile":
+            from torch._dynamo.utils import counters
+
+            counters.clear()  # frames compiled by this row alone
         row.update(
             gpu_measure.measure_fit(
                 module, datamodule, built.trainer, device, args.precision, warmup, args.steps, count
             )
         )
+        if mode == "compile":
+            # 0 means the switch compiled nothing (ImageGPT's steps once bypassed the compiled __call__)
+            row["compiled_frames"] = int(counters["frames"]["ok"])
         if row["flops_per_step"]:
             flops = row["flops_per_step"] / (row["step_ms"] / 1e3)
             ceilings = self.report["ceilings"]

@@ -158,6 +158,26 @@ def flops_per_step(module: L.LightningModule, batch: int) -> int | None:
     return None
 
 
+def flop_convention(module: L.LightningModule) -> tuple[str, float | None]:
+    """How `flops_per_step` counts, and for causal attention the share of it spent on the masked half.
+
+    vitlight counts every FLOP of the matmuls as run, so the masked half of causal attention's
+    scores and weighted values counts too (nanoGPT's 6N + 12 L T d convention also counts it);
+    MFU over only the work that matters is (1 - share) x the reported one."""
+    model = getattr(module, "model", None)
+    config = getattr(model, "cfg", None)
+    if config is None or not getattr(config, "causal", False):
+        return "all matmul FLOPs as run (no attention mask)", None
+    tokens, width, layers = module.hparams.image_size**2, config.n_embd, config.n_layer
+    # per token and layer, forward: 2 x 12 d^2 for the weights (qkv, projection, MLP at ratio 4 scale with
+    # mlp_ratio), 2 x 2 T d for scores and weighted values, half of which the causal mask throws away
+    weights = 2 * (4 + 2 * config.mlp_ratio) * width**2
+    attention = 4 * tokens * width
+    head = 2 * width * config.vocab_size / layers
+    share = (attention / 2) / (weights + attention + head)
+    return "all matmul FLOPs as run, the masked half of causal attention included (as nanoGPT counts)", share
+
+
 @dataclass
 class StepClock(Callback):
     """Times steps warmup .. warmup+steps-1 (end of the batch before to end of the last, with a device
@@ -214,15 +234,22 @@ class StepClock(Callback):
             self.syncs.__exit__(None, None, None)
 
 
+def optimizer_steps_for(batches: int, trainer_section: dict) -> int:
+    """The Trainer's max_steps counts optimizer steps: with gradient accumulation each takes several batches,
+    so `batches` batches need ceil(batches / accumulation) of them (not `batches`, which ran 8x the work)."""
+    accumulation = int(trainer_section.get("accumulate_grad_batches") or 1)
+    return -(-batches // accumulation)
+
+
 def trainer_for(
-    device: torch.device, precision: str, trainer_section: dict, clock: StepClock, max_steps: int
+    device: torch.device, precision: str, trainer_section: dict, clock: StepClock, batches: int
 ) -> L.Trainer:
     settings = {key: trainer_section[key] for key in STEP_SETTINGS if trainer_section.get(key) is not None}
     return L.Trainer(
         accelerator=device.type,
         devices=1,
         precision=precision,
-        max_steps=max_steps,
+        max_steps=optimizer_steps_for(batches, trainer_section),
         max_epochs=-1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
@@ -249,10 +276,11 @@ def measure_fit(
     clock = StepClock(warmup, steps, count, device)
     trainer = trainer_for(device, precision, trainer_section, clock, warmup + steps + count)
     trainer.fit(module, datamodule=datamodule)
+    row_batches = {"batches_run": clock.batches, "optimizer_steps": trainer.global_step}
     if clock.seconds is None:
         raise RuntimeError(f"training stopped after {clock.batches} of {warmup + steps} steps")
     # a "step" here is one batch (forward and backward), whatever the gradient accumulation
-    row = {"step_ms": clock.seconds / steps * 1e3, "rate": datamodule.batch_size * steps / clock.seconds}
+    row = {"step_ms": clock.seconds / steps * 1e3, "rate": datamodule.batch_size * steps / clock.seconds, **row_batches}
     if clock.peak_bytes is not None:
         row["peak_gib"] = clock.peak_bytes / 2**30
     if clock.syncs is not None:

@@ -119,6 +119,22 @@ def markdown(report: dict) -> str:
             f"{_num(r.get('mfu_matmul'), '.3f')} | "
             f"{_num(r.get('peak_gib'), '.1f')} | {_num(r.get('syncs_per_step'), '.2f')} | {status} |"
         )
+    conventions = {r["title"]: r for r in report["rows"] if r.get("flop_convention")}
+    if conventions:
+        lines += ["", "FLOPs counted (MFU's numerator):"]
+        for title, r in conventions.items():
+            share = r.get("masked_attention_share")
+            extra = (
+                f"; {share:.1%} of them are the masked half, so MFU over the unmasked work is "
+                f"{1 - share:.3f} x the figure above"
+                if share
+                else ""
+            )
+            lines.append(f"- {title}: {r['flop_convention']}{extra}.")
+    frames = [r for r in report["rows"] if "compiled_frames" in r]
+    if frames:
+        lines += ["", "Frames torch.compile compiled per compiled row (0: the switch compiled nothing):"]
+        lines += [f"- {r['title']} {r['data']}: {r['compiled_frames']}" for r in frames]
     lines += ["", "| goal | target | measured | status |", "|---|---|---|---|"]
     lines += [f"| {g['goal']} | {g['target']} | {_num(g['value'], '.3f')} | {g['status']} |" for g in report["goals"]]
     callers = [(r, caller, n) for r in report["rows"] for caller, n in (r.get("syncs_by_caller") or {}).items()]

@@ -52,7 +52,6 @@ def _run(args: list[str], cwd: Path, block: tuple[str, ...] = ()) -> subprocess.
     return proc
 
 
-@pytest.mark.slow  # default run under 15 minutes; `make test-slow` runs it
 def test_tiny_cpu_run_without_the_gpu_machines_missing_packages_writes_every_field(tmp_path):
     cifar = cifar_batches(tmp_path / "data", per_batch=20)
     proc = _run(
@@ -93,6 +92,13 @@ def test_tiny_cpu_run_without_the_gpu_machines_missing_packages_writes_every_fie
         assert row["tflops"] > 0 and row["mfu_matmul"] > 0 and row["mfu_datasheet"] is None
         assert row["syncs_per_step"] == sum(row["syncs_by_caller"].values()) / 2  # 2 counted steps
         assert rows[name, "compile", "synthetic"]["status"] == "skipped"
+        # batches, not optimizer steps: ViT-B's YAML accumulates 8 batches per step (it ran 8x the batches)
+        timed = 1 + 2 + 2  # warm-up, timed, counted (tiny)
+        accumulation = 8 if name == "vit_b16" else 1
+        assert timed <= row["batches_run"] < timed + accumulation, row
+        assert row["optimizer_steps"] == -(-timed // accumulation)
+    assert rows["igpt_s", "eager", "synthetic"]["masked_attention_share"] > 0
+    assert rows["vit_b16", "eager", "synthetic"]["masked_attention_share"] is None
     assert rows["igpt_s", "eager", "synthetic"]["tokens_per_s"] == pytest.approx(
         rows["igpt_s", "eager", "synthetic"]["rate"] * 64
     )
@@ -105,6 +111,7 @@ def test_tiny_cpu_run_without_the_gpu_machines_missing_packages_writes_every_fie
     markdown = (tmp_path / "r.md").read_text()
     assert "| model | mode | data | batch | precision | step ms | images/s | loader alone images/s |" in markdown
     assert f"| {NOT_MEASURED} |" in markdown and "| host syncs in vitlight's code |" in markdown
+    assert "the masked half of causal attention included" in markdown
     assert markdown in proc.stdout
 
 
