@@ -78,6 +78,7 @@ class SplitDataset(Dataset):
     """
 
     MAX_SKIPS = 16
+    decode = staticmethod(decode_image)  # source, channels -> uint8 (H, W, C)
 
     def __init__(self, data: SplitData, pipeline: Pipeline, channels: int) -> None:
         self.data = data
@@ -92,7 +93,7 @@ class SplitDataset(Dataset):
         for step in range(self.MAX_SKIPS):
             position = (index + step) % len(self.data)
             try:
-                array = decode_image(self.data.paths[position], self.channels)
+                array = self.decode(self.data.paths[position], self.channels)
             except Exception as error:  # PIL raises OSError, ValueError, SyntaxError, ...
                 name = describe(self.data.paths, position, self.data.origin)
                 warnings.warn(
