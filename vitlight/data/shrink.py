@@ -42,8 +42,8 @@ def _format(path: Path) -> str:
 def shrink_file(source: Path, target: Path, short_side: int, quality: int) -> str:
     """Writes `target`: `source` resized to `short_side`, or copied when it is no image, already small
     enough or unreadable (the loader's bad-file policy then sees it as before). Returns what was done."""
-    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
-        return KEPT
+    if target.exists() and target.stat().st_size > 0 and target.stat().st_mtime >= source.stat().st_mtime:
+        return KEPT  # written whole (atomic rename); an empty file (a crash before the data reached the disk) is redone
     if source.suffix.lower() not in IMAGE_EXTENSIONS:
         return _copy(source, target, COPIED)
     try:
