@@ -16,9 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import smoke_fit_on_folder
 from vitlight.cli import main
 from vitlight.data import ImageFolder
 from vitlight.data.base import workers_per_process
+from vitlight.data.decode import decode_image, decode_image_pil
 from vitlight.data.shrink import shrink_folder, shrunk_size
 from vitlight.data.transforms import _randaugment
 
@@ -91,6 +93,10 @@ def test_shrink_images_command_and_training_data_from_the_copy(tmp_path: Path, c
     data = ImageFolder(data_dir=str(tmp_path / "dst"), image_size=16, num_workers=0, cache=False, **DEIT)
     images, labels = torch.utils.data.default_collate(data.dataset("train").__getitems__([0, 1, 2]))
     assert images.shape == (3, 3, 16, 16) and images.dtype == torch.uint8 and labels.shape == (3,)
+    # the copy is an image folder: an experiment YAML trains on it by data_dir alone (quickstart, smoke-sized)
+    fit = smoke_fit_on_folder(tmp_path / "dst")
+    extra = ["--data.train_size", "6", "--data.randaugment", "rand-m9-mstd0.5-inc1", "--runs_dir", str(tmp_path)]
+    assert main([*fit, *extra]) == 0
     assert main(["shrink_images", str(source), str(source / "inside")]) == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith("vitlight: error: shrink_images: the copy")
 
@@ -101,7 +107,7 @@ from vitlight.data import ImageFolder
 data = ImageFolder(data_dir=sys.argv[1], image_size=16, num_workers=0, cache=False, random_resized_crop=True,
                    interpolation="bicubic", randaugment="rand-m9-mstd0.5-inc1")
 batch = data.dataset("train").__getitems__([5, 2, 6, 0])
-print(hashlib.sha256(b"".join(image.numpy().tobytes() for image, _ in batch)).hexdigest())
+print(hashlib.sha256(b"".join(image.numpy().tobytes() + bytes([label]) for image, label in batch)).hexdigest())
 """
 
 
@@ -112,7 +118,9 @@ def test_crops_and_randaugment_depend_on_the_batch_alone_across_restarts(tmp_pat
     for seed in (1, 2):  # other global generator states, as in another process or after other draws
         torch.manual_seed(seed), np.random.seed(seed), random.seed(seed)
         batch = dataset.__getitems__([5, 2, 6, 0])
-        digests.add(hashlib.sha256(b"".join(image.numpy().tobytes() for image, _ in batch)).hexdigest())
+        digests.add(
+            hashlib.sha256(b"".join(image.numpy().tobytes() + bytes([label]) for image, label in batch)).hexdigest()
+        )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     restarted = subprocess.run(
         [sys.executable, "-c", BATCH_DIGEST, str(folder)], capture_output=True, text=True, env=env, check=True
@@ -156,3 +164,20 @@ def test_randaugment_posterize_to_zero_bits_and_tensor_conversion() -> None:
     for op in augment.policy.ops:
         op.prob = 1.0
     assert torch.equal(augment(tensor), 255 - tensor)
+
+
+def test_jpegs_decode_to_pils_pixels_and_the_rest_goes_to_pil(tmp_path: Path) -> None:
+    """JPEGs go to torchvision's decoder (less CPU); the pixels are PIL's, and what it cannot give as
+    asked (grey from colour, colour from grey, CMYK) or cannot read (PNG) PIL decodes."""
+    colour = _noise_jpeg(tmp_path / "colour.jpg", 37, 29, 0)
+    grey = tmp_path / "grey.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (29, 37), dtype=np.uint8)).save(grey, quality=90)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.open(colour).convert("CMYK").save(cmyk, quality=90)
+    png = tmp_path / "a.png"
+    Image.open(colour).save(png)
+    for path in (colour, grey, cmyk, png):
+        for channels in (None, 1, 3):
+            ours, pils = decode_image(str(path), channels), decode_image_pil(str(path), channels)
+            assert ours.shape == pils.shape and np.array_equal(ours, pils), (path.name, channels)
+    assert np.array_equal(decode_image(colour.read_bytes(), 3), decode_image_pil(str(colour), 3))  # bytes too
