@@ -19,6 +19,7 @@ COMMAND_TARGETS: dict[str, str] = {
     "pipeline": "vitlight.tools.pipeline:main",
     "figures": "vitlight.tools.figures:main",  # every lecture figure of a checkpoint or sweep, PNG + JSON
     "dashboard": "vitlight.sweeps.dashboard:main",  # a W&B workspace view for one study (wandb-workspaces)
+    "shrink_images": "vitlight.tools.shrink_images:main",  # a pre-resized copy of an image folder, for the loader
 }
 
 

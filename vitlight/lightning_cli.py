@@ -158,8 +158,14 @@ class VitlightCLI(LightningCLI):
         parser.add_argument(
             "--checkpoint_every_n_steps",
             type=int,
-            default=200,
-            help="Also write last.ckpt every N optimizer steps, mid-epoch (0: only per epoch).",
+            default=0,
+            help="Also write last.ckpt every N optimizer steps, mid-epoch (0: by the clock alone).",
+        )
+        parser.add_argument(
+            "--checkpoint_every_minutes",
+            type=float,
+            default=10.0,
+            help="Also write last.ckpt every this many minutes of training, mid-epoch (0: off).",
         )
         for attribute in ("num_classes", "image_size", "channels"):
             parser.link_arguments(f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate")
@@ -280,9 +286,11 @@ class VitlightCLI(LightningCLI):
     def _reliability_callbacks(self) -> list:
         checkpoints = str(self.run_folder.checkpoints)
         every = int(self.config[self.subcommand].get("checkpoint_every_n_steps") or 0)
+        minutes = float(self.config[self.subcommand].get("checkpoint_every_minutes") or 0.0)
         # the loss guard sees each step's loss before the step checkpoint saves (and checks it on every save)
         callbacks = [NonFiniteLossGuard(checkpoints), RandomStates(), PreemptionCheckpoint(checkpoints)]
-        return callbacks + ([StepCheckpoint(checkpoints, every)] if every > 0 else [])
+        step_checkpoint = StepCheckpoint(checkpoints, every_n_train_steps=every, every_n_minutes=minutes)
+        return callbacks + ([step_checkpoint] if every > 0 or minutes > 0 else [])
 
     def _run_subcommand(self, subcommand: str) -> None:
         if self.launch is None or self.launch.rank == 0:  # rank-0-only writes: the other nodes may not share the disk

@@ -78,6 +78,7 @@ class SplitDataset(Dataset):
     """
 
     MAX_SKIPS = 16
+    decode = staticmethod(decode_image)  # source, channels -> uint8 (H, W, C)
 
     def __init__(self, data: SplitData, pipeline: Pipeline, channels: int) -> None:
         self.data = data
@@ -92,7 +93,7 @@ class SplitDataset(Dataset):
         for step in range(self.MAX_SKIPS):
             position = (index + step) % len(self.data)
             try:
-                array = decode_image(self.data.paths[position], self.channels)
+                array = self.decode(self.data.paths[position], self.channels)
             except Exception as error:  # PIL raises OSError, ValueError, SyntaxError, ...
                 name = describe(self.data.paths, position, self.data.origin)
                 warnings.warn(
@@ -122,31 +123,52 @@ class SplitDataset(Dataset):
         return self.__getitems__([index])[0]
 
 
-def default_num_workers(cap: int = 8) -> int:
-    """Loader workers per training process: the CPUs this process may use, less one for the
-    training process itself, shared between the processes of this node, between 1 and `cap`."""
+MAX_DEFAULT_WORKERS = 32  # each worker is a process with its own torch (~0.3 GB): a ceiling, not a target
+
+
+def workers_per_process(cpus: int, gpus: int, processes: int, ceiling: int = MAX_DEFAULT_WORKERS) -> int:
+    """Loader workers for each training process: the node's cores shared by its GPUs (by its training
+    processes where there are more of those, or no GPU), less one core for the training process itself.
+
+    E.g. 128 cores and 8 GPUs: 15 workers per process; 16 cores bound to a task with one GPU: 15; a CPU
+    run on 2 cores: 1. At least 1, at most `ceiling`.
+    """
+    share = cpus // max(gpus, processes, 1)
+    return max(1, min(ceiling, share - 1))
+
+
+def default_num_workers() -> int:
+    """workers_per_process for this process: the CPUs it may use, the GPUs it sees, the node's processes."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, min(cap, cpus // max(local_processes, 1) - 1))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return workers_per_process(cpus, gpus, processes)
 
 
 @contextlib.contextmanager
 def random_draws_seeded_by(indices: np.ndarray):
     """Augmentation draws seeded by the batch's indices (which the sampler's seeded shuffle decides),
     in forked generators: a batch is augmented the same way whenever and wherever it is loaded
-    (prefetch, worker processes, a resumed run), and loading never moves the global generators."""
+    (prefetch, worker processes, a resumed run), and loading never moves the global generators.
+
+    The forked generators are the CPU ones the workers' transforms draw from: torch's (crops),
+    python's and numpy's (timm's RandAugment picks its ops with numpy). The CUDA generators are
+    neither seeded nor saved: with num_workers 0 this runs in the training process once per batch,
+    and `torch.manual_seed` would reseed every GPU's generator (dropout, mixup) each batch."""
     seed = zlib.crc32(indices.tobytes())
-    python_state = random.getstate()
+    python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU generator only, unlike torch.manual_seed
         random.seed(seed)
+        np.random.seed(seed)
         try:
             yield
         finally:
             random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -192,8 +214,8 @@ class ImageDataModule(L.LightningDataModule):
             channels: 3 (RGB) or 1 (grey); grey data is repeated to 3 channels when 3 are asked.
             batch_size: training batch size.
             eval_batch_size: validation/test batch size (default: batch_size).
-            num_workers: loader worker processes per training process; None: from the CPUs this
-                process may use, shared between the local ranks, at most 8 (see default_num_workers).
+            num_workers: loader worker processes per training process; None: the node's cores divided
+                by its GPUs, less one for the training process (see workers_per_process).
             train_size: a count (> 1) or a fraction (<= 1) of the training pool; the subset is
                 class-balanced and nested: for one seed a smaller subset lies inside a larger one.
             val_fraction: share of train carved out as validation when the dataset has no
