@@ -20,11 +20,20 @@ the median round counts.
     python bench/loader_224.py --images 8 --rounds 1
 
 The last lines are ``RATIO <recipe> <new images/s per core / today's>``.
+
+With ``--workers 1,8,15`` it measures instead what the GPU check asks (bench/gpu_check.sh): the training
+loader a user gets (the data module's own `train_dataloader`, ResNet-50's recipe, on the shrunk copy)
+with that many worker processes, images/s of wall time over ``--seconds`` after one warm-up pass of
+every worker; ``--out FILE.json`` keeps the figures.
+
+    python bench/loader_224.py --workers 1,8,15 --seconds 4 --out loader.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -129,6 +138,42 @@ def measure(originals: Path, shrunk: Path, rounds: int, batch_size: int) -> dict
     return results
 
 
+def loader_rates(folder: Path, workers: list[int], seconds: float, batch_size: int) -> dict[int, float]:
+    """{workers: images/s} of the data module's own training loader over `folder`, ResNet-50's recipe."""
+    rates = {}
+    recipe = RECIPES["resnet50 (RandomResizedCrop)"]
+    for count in workers:
+        module = ImageFolder(
+            data_dir=str(folder),
+            image_size=224,
+            val_fraction=0.0,
+            num_workers=count,
+            batch_size=batch_size,
+            cache=False,
+            **recipe,
+        )
+        module.setup("fit")
+        loader = module.train_dataloader()
+        iterator = iter(loader)
+        for _ in range(max(1, count)):  # every worker has started and made its first batch
+            iterator = _next_batch(loader, iterator)[1]
+        seen, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            images, iterator = _next_batch(loader, iterator)
+            seen += len(images)
+        rates[count] = seen / (time.perf_counter() - start)
+        del iterator, loader
+    return rates
+
+
+def _next_batch(loader, iterator):
+    try:
+        return next(iterator)[0], iterator
+    except StopIteration:  # the copy is small: another epoch
+        iterator = iter(loader)
+        return next(iterator)[0], iterator
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=256, help="training photos written and loaded per round")
@@ -136,11 +181,44 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--short_side", type=int, default=256, help="short side of the shrunk copy")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--dir", default=None, help="where the photos go (default: a temporary folder)")
-    return p.parse_args(argv)
+    p.add_argument("--workers", default=None, help="e.g. 1,8,15: the whole loader's images/s with that many workers")
+    p.add_argument("--seconds", type=float, default=4.0, help="--workers: seconds measured per worker count")
+    p.add_argument("--out", default=None, help="--workers: JSON file for the figures")
+    args = p.parse_args(argv)
+    try:
+        args.workers = [int(n) for n in args.workers.split(",")] if args.workers else None
+    except ValueError:
+        p.error(f"--workers {args.workers}: write worker counts separated by commas, e.g. 1,8,15")
+    if args.workers and min(args.workers) < 0:
+        p.error(f"--workers {args.workers}: counts must be 0 or more")
+    return args
+
+
+def main_workers(args: argparse.Namespace, root: Path) -> int:
+    originals = write_photos(root / "originals", args.images)
+    shrunk = root / f"shrunk-{args.short_side}"
+    shrink_folder(originals, shrunk, args.short_side)
+    rates = loader_rates(shrunk, args.workers, args.seconds, args.batch_size)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    record = {
+        "cores": cores,
+        "images": args.images,
+        "short_side": args.short_side,
+        "recipe": "resnet50 (RandomResizedCrop)",
+        "images_per_s": {str(count): rate for count, rate in rates.items()},
+    }
+    for count, rate in rates.items():
+        print(f"{count:>3} workers: {rate:8.0f} images/s ({cores} cores here)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.workers:
+        with tempfile.TemporaryDirectory() as scratch:
+            return main_workers(args, Path(args.dir or scratch))
     torch.set_num_threads(1)  # as in a loader worker
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.dir or scratch)

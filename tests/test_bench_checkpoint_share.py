@@ -33,3 +33,17 @@ def test_checkpoint_bench_prints_both_policies_and_ratio_last(tmp_path: Path, ca
     assert re.search(r"^a GPU \(50 ms\) +\d+\.\d+% +\d+\.\d+% +\d+\.\d+$", out, flags=re.MULTILINE)
     assert re.fullmatch(r"RATIO \d+\.\d", out.strip().splitlines()[-1])
     assert list(tmp_path.iterdir()) == []  # the checkpoints went into a temporary folder, removed
+
+
+def test_checkpoint_bench_keeps_its_figures_for_the_gpu_check(tmp_path: Path) -> None:
+    import json
+
+    bench = _load()
+    out = tmp_path / "share.json"
+    argv = ["--model", "test_resnet", "--batch_size", "1", "--repeats", "1", "--dir", str(tmp_path), "--out", str(out)]
+    assert bench.main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["device"] == "cpu" and record["save_s"] > 0 and record["checkpoint_bytes"] > 0
+    cpu, gpu = record["shares"]
+    assert cpu["share_every_steps"] == pytest.approx(bench.share_every_steps(record["save_s"], cpu["step_s"], 200))
+    assert gpu["step_s"] == 0.05 and gpu["share_every_minutes"] < gpu["share_every_steps"]

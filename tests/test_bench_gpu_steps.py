@@ -56,3 +56,18 @@ def test_time_to_accuracy_step_writes_a_curve(tmp_path: Path, seconds: float):
     trained = [p["train_seconds"] for p in summary["curve"]]
     assert trained == sorted(trained) and trained[-1] <= seconds + 5  # max_time stopped it, not the 200 epochs
     assert summary["best_test_acc"] == max(p["test_acc"] for p in summary["curve"])
+
+
+def test_gpu_check_runs_only_what_exists_and_what_the_gpu_machine_imports():
+    script = (ROOT / "bench" / "gpu_check.sh").read_text()
+    commands = [line.strip() for line in script.splitlines() if line.strip().startswith("step ")]
+    assert len(commands) >= 9
+    for command in commands:
+        for word in command.split():
+            if word.startswith("bench/") and word.endswith(".py"):
+                assert (ROOT / word).is_file(), f"gpu_check.sh runs {word}, which does not exist"
+        if "pytest" in command:  # the sweep tests import optuna, which the GPU image lacks
+            assert " tests/gpu" in command and "-m gpu" in command, command
+    deadlines = [int(command.split()[2]) for command in commands]
+    assert sum(deadlines) <= 8 * 60  # the check's whole budget, each step under its own deadline
+    assert "|| exit" not in script  # a wheel that fails to install must not skip the benchmark
