@@ -25,6 +25,9 @@ from pathlib import Path
 from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
 
+# trials/NNNN/<experiment>/<run id>/wandb/offline-run-*: every W&B run of a trial, a pipeline's stages included
+RUN_FOLDERS = "trials/*/*/*/wandb/offline-run-*"
+
 
 def parser() -> argparse.ArgumentParser:
     p = CommandParser.from_docstring("vitlight sweep", __doc__)
@@ -144,7 +147,17 @@ def _run_offline(
     _say("trials of the sweep:")
     for line in describe(folder, spec, storage_url):
         _say(line)
+    _say(f"its W&B runs (group and tag {spec.name}, config sweep_name={spec.name}); upload them all with:")
+    _say(sync_command(folder))
     return 130 if result.stopped else 0
+
+
+def sync_command(folder: Path) -> str:
+    """The one `wandb sync` command that uploads every offline W&B run of the sweep in `folder` (wandb sync takes
+    run folders and does not look below them; every run folder of a trial sits at the same depth)."""
+    import shlex
+
+    return f"wandb sync {shlex.quote(str(folder))}/{RUN_FOLDERS}"
 
 
 if __name__ == "__main__":

@@ -155,6 +155,7 @@ def log_wandb(folder, experiment: str, summary: dict, plot: Path) -> None:
         }
     )
     run.finish()
+    wandb.teardown()  # the next run in this process (a pipeline's own) reads the environment afresh
 
 
 def main(argv: list[str]) -> int:
