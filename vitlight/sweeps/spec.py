@@ -405,9 +405,8 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
     if clashes:
         problems.append(f"parameters given twice (nested and dotted): {', '.join(clashes)}")
     if method == "grid":
-        no_grid = [
-            p.name for p in parameters if p.distribution not in ("constant", "categorical", "int_uniform", "q_uniform")
-        ]
+        gridded = ("constant", "categorical", "int_uniform", "q_uniform")
+        no_grid = [p.name for p in parameters if p.distribution not in gridded or "probabilities" in p.config]
         if no_grid:
             problems.append(
                 f"grid needs values (without probabilities), value, int_uniform or q_uniform; not a grid: "
