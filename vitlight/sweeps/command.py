@@ -98,6 +98,11 @@ def main(argv: list[str]) -> int:
         f"{spec.path}: {spec.method} over {searched}; metric {spec.metric} ({spec.goal}); "
         f"{len(spec.parameters)} parameters accepted by `vitlight {spec.subcommand}`"
     )
+    if not any(p.name == "sweep_name" for p in spec.parameters):
+        _say(
+            f"note: no `sweep_name: {{value: {spec.name}}}` parameter: runs under `wandb agent` will not carry the "
+            "sweep's name, which `vitlight dashboard` selects runs by"
+        )
     if args.check:
         return 0
     folder = Path(args.folder or Path(args.sweeps_dir) / spec.name).expanduser()
