@@ -32,7 +32,7 @@ def test_each_study_gets_size_flops_parallel_and_crossover_panels(path: Path):
         assert "." not in column.get("config", "") or column["config"].startswith(("model.init_args", "pretrain."))
     assert crossover["type"] == "markdown" and "Where ViT overtakes ResNet" in crossover["markdown"]
     if spec.subcommand == "pipeline":
-        assert size["groupby"][0] == "stages.pretrain.model.model_name"
+        assert size["groupby"] in (["stages.pretrain.model.model_name"], ["pretrain.model.preset"])
     else:
         assert size["groupby"][0] == "model.init_args.model_name"
     if any("patch_size" in p.name for p in spec.searched):  # model scaling: the varied architecture keys split families

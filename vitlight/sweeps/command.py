@@ -18,6 +18,7 @@ share (compute nodes without internet). Starting it again resumes it.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -152,8 +153,9 @@ def _run_offline(
     _say("trials of the sweep:")
     for line in describe(folder, spec, storage_url):
         _say(line)
-    _say(f"its W&B runs (group and tag {spec.name}, config sweep_name={spec.name}); upload them all with:")
-    _say(sync_command(folder))
+    if os.environ.get("WANDB_MODE", "offline") == "offline":  # the engine's trials log offline unless told otherwise
+        _say(f"its W&B runs (group and tag {spec.name}, config sweep_name={spec.name}); upload them all with:")
+        _say(sync_command(folder))
     return 130 if result.stopped else 0
 
 

@@ -48,9 +48,14 @@ def _config_key(name: str) -> str:
 
 def family_keys(spec: SweepSpec) -> list[str]:
     """Run config keys that tell model families apart: the model name, plus each architecture key the sweep varies
-    (optimizer settings are not families). A pipeline's: its pretraining model."""
+    (optimizer settings are not families). A pipeline's: the model keys it varies, else its pretraining model."""
     if spec.subcommand == "pipeline":
-        return [PIPELINE_FAMILY, *[p.name for p in spec.searched if p.name.split(".")[1:2] == ["model"]]]
+        models = [  # pretrain.model.preset, not pretrain.model.optimizer.lr
+            p.name
+            for p in spec.searched
+            if p.name.split(".")[1:2] == ["model"] and not {"optimizer", "lr_scheduler"} & set(p.name.split("."))
+        ]
+        return models or [PIPELINE_FAMILY]
     varied = [_config_key(p.name) for p in spec.searched]
     architecture = [k for k in varied if k in FAMILY_KEYS or k.startswith("model.init_args.model_kwargs.")]
     return ["model.init_args.model_name", *[k for k in architecture if k != "model.init_args.model_name"]]
