@@ -33,6 +33,7 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
         "WANDB_SWEEP_ID",
         "WANDB_SWEEP_PARAM_PATH",
         "VITLIGHT_SWEEP_NAME",
+        "WANDB_QUIET",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

@@ -65,4 +65,4 @@ def test_wandbs_offline_setting_and_no_silencing(tmp_path: Path, monkeypatch: py
     settings.write_text("[default]\n")
     monkeypatch.delenv("WANDB_SILENT")
     assert apply_wandb_mode()[0] == "online"
-    assert "WANDB_SILENT" not in os.environ  # wandb prints the run's URL line online
+    assert "WANDB_SILENT" not in os.environ and os.environ["WANDB_QUIET"] == "true"  # the run's URL line stays

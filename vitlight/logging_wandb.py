@@ -83,9 +83,11 @@ def choose_wandb_mode() -> tuple[str, str]:
 
 
 def apply_wandb_mode() -> tuple[str, str]:
-    """Sets WANDB_MODE to the chosen mode (children and later runs agree). Online, wandb prints the run's URL."""
+    """Sets WANDB_MODE to the chosen mode (children and later runs agree). wandb is quiet, not silent: online it
+    still prints the line `View run at URL` (WANDB_SILENT would hide it)."""
     mode, reason = choose_wandb_mode()
     os.environ["WANDB_MODE"] = mode
+    os.environ.setdefault("WANDB_QUIET", "true")
     return mode, reason
 
 
