@@ -140,7 +140,9 @@ def test_the_printed_sync_command_finds_every_run(offline_sweep: dict):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     found = result.stdout + result.stderr
-    for run in wandb_runs(offline_sweep["folder"]):
+    runs = wandb_runs(offline_sweep["folder"])
+    assert f"Would sync {len(runs)} run(s)" in found, found
+    for run in runs:
         assert run["folder"].name in found, found
 
 

@@ -124,7 +124,7 @@ def _run_offline(
 
     runner = SweepRunner(spec, folder, count=count, workers=workers, say=_say, storage_url=storage_url)
     kept = f"storage {redact_url(storage_url)}" if storage_url else "storage in the folder"
-    _say(f"sweep {runner.sweep_id}: offline on Optuna ({reason}); folder {folder}; {kept}; W&B group {runner.sweep_id}")
+    _say(f"sweep {runner.sweep_id}: offline on Optuna ({reason}); folder {folder}; {kept}; W&B group {spec.name}")
     if storage_url:
         _say(
             f"  join from any machine that reaches the database: vitlight sweep {spec.path} --offline --storage "

@@ -304,8 +304,16 @@ def nested_overrides(args: PipelineArgs) -> dict[str, Any]:
             *parents, leaf = key.split(".")
             for part in parents:
                 node = node.setdefault(part, {})
-            node[leaf] = yaml.safe_load(value) if value else value
+            node[leaf] = _yaml_value(value)
     return sections
+
+
+def _yaml_value(text: str) -> Any:
+    """A flag's value as the stage's parser reads it (`8` an int, `igpt-tiny` a string); unreadable text as is."""
+    try:
+        return yaml.safe_load(text) if text else text
+    except yaml.YAMLError:
+        return text
 
 
 def _log_wandb(
