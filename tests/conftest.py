@@ -23,7 +23,18 @@ SMOKE = EXPERIMENTS / "_smoke.yaml"
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No network, no credentials, caches and W&B files under tmp_path, cwd in tmp_path."""
-    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_RUN_GROUP", "WANDB_BASE_URL"):
+    for name in (
+        "WANDB_API_KEY",
+        "WANDB_MODE",
+        "WANDB_RUN_GROUP",
+        "WANDB_BASE_URL",
+        "WANDB_TAGS",
+        "WANDB_RUN_ID",
+        "WANDB_SWEEP_ID",
+        "WANDB_SWEEP_PARAM_PATH",
+        "VITLIGHT_SWEEP_NAME",
+        "WANDB_QUIET",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))

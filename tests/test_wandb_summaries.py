@@ -41,6 +41,15 @@ def records_of(run: Path) -> tuple[dict[str, str], dict[str, object], set[str]]:
     return defined, summary, history
 
 
+def history_rows(run: Path) -> list[dict[str, object]]:
+    (path,) = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    rows = []
+    for record in read_records(path):
+        if record.WhichOneof("record_type") == "history":
+            rows.append({key_of(item): json.loads(item.value_json) for item in record.history.item})
+    return rows
+
+
 def train_step_flops_per_image() -> float:
     from vitlight.analysis.flops import count_training_flops
     from vitlight.tasks.backbones import create_backbone
@@ -91,6 +100,10 @@ def test_validation_summaries_are_the_best_and_test_metrics_are_the_tested_check
         == {"val/acc": "max", "val/acc_top5": "max", "val/loss": "min"}
     )
     assert {"val/acc", "val/loss"} <= history  # the history W&B's sweep controller and hyperband read stays numeric
+    # at the end, the plain best values: a number a runs table and the sweep controller read, and the max beside it
+    best = json.loads((fitted_run / "summary.json").read_text())["best_validation"]
+    assert summary["val/acc"] == summary["val/acc_max"] == pytest.approx(best["val/acc"])
+    assert summary["val/loss"] == summary["val/loss_min"] and isinstance(summary["val/loss"], float)
     record = json.loads((fitted_run / "summary.json").read_text())
     tested = record["test"]
     assert tested and {key: summary[key] for key in tested} == pytest.approx(tested)
@@ -98,6 +111,18 @@ def test_validation_summaries_are_the_best_and_test_metrics_are_the_tested_check
     assert summary["data/train_size"] == record["train_size"] == 32
     per_image = train_step_flops_per_image()
     assert summary["compute/train_flops"] == pytest.approx(per_image * record["global_step"] * 8)
+
+
+def test_the_confusion_matrix_is_wandbs_chart(fitted_run: Path):
+    (path,) = list((fitted_run / "wandb").glob("offline-run-*/run-*.wandb"))
+    charts = {}
+    for record in read_records(path):
+        if record.WhichOneof("record_type") == "config":
+            for item in record.config.update:
+                if list(item.nested_key[:2]) == ["_wandb", "visualize"]:
+                    charts[item.nested_key[2]] = json.loads(item.value_json)["panel_config"]["panelDefId"]
+    assert charts["test/confusion_matrix"] == "wandb/confusion_matrix/v1"  # wandb.plot.confusion_matrix
+    assert charts["test/per_class_accuracy"] == "wandb/bar/v0"
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
@@ -113,7 +138,10 @@ def test_each_sweep_metric_is_a_key_the_run_gives_wandb(path: Path, fitted_run: 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_dashboard_axes_and_grouping_keys_exist_in_a_logged_run(path: Path, fitted_run: Path):
-    view = build_spec(load_spec(path))
+    spec = load_spec(path)
+    if spec.subcommand == "pipeline":  # the pipeline's run: tests/sweeps/test_wandb_runs.py
+        return
+    view = build_spec(spec)
     _, summary, _ = records_of(fitted_run)
     (wandb_file,) = list((fitted_run / "wandb").glob("offline-run-*/run-*.wandb"))
     config = run_config(wandb_file)
@@ -124,5 +152,8 @@ def test_dashboard_axes_and_grouping_keys_exist_in_a_logged_run(path: Path, fitt
                 f"{path.name}: grouping key {key} is not in a run's W&B config"
             )
             node = node[part]
-    for panel in view["sections"][0]["panels"][:2]:
-        assert panel["x"]["summary"] in summary
+    _, _, history = records_of(fitted_run)
+    for panel in view["sections"][0]["panels"][:2]:  # the line plots read x and y from one history row
+        assert {panel["x"], panel["y"]} <= history and panel["x"] in summary
+    rows = [row for row in history_rows(fitted_run) if view["sections"][0]["panels"][0]["x"] in row]
+    assert len(rows) == 1 and spec.metric in rows[0]

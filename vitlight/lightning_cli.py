@@ -24,7 +24,7 @@ from vitlight.cluster import Launch, agree, check_devices, external_launch, fill
 from vitlight.console import quiet_trainer
 from vitlight.data.base import ImageDataModule
 from vitlight.errors import ConfigError, exit_with_one_line
-from vitlight.logging_wandb import apply_wandb_mode, redact_secrets, update_unlocked
+from vitlight.logging_wandb import apply_wandb_mode, join_sweep, redact_secrets, sweep_name, update_unlocked
 from vitlight.precision import apply_matmul_precision, resolve_precision, will_use_cuda
 from vitlight.reliability import (
     AtomicCheckpointIO,
@@ -156,6 +156,12 @@ class VitlightCLI(LightningCLI):
             "--runs_dir", type=str, default="runs", help="Folder that holds runs/<experiment>/<run id>/."
         )
         parser.add_argument(
+            "--sweep_name",
+            type=str | None,
+            default=None,
+            help="The sweep this run is a trial of (every sweep file passes it): W&B group, tag and config key.",
+        )
+        parser.add_argument(
             "--checkpoint_every_n_steps",
             type=int,
             default=0,
@@ -203,6 +209,8 @@ class VitlightCLI(LightningCLI):
         self.summary["float32_matmul_precision"] = apply_matmul_precision(trainer.get("accelerator", "auto"))
         _scrub_api_key(config)  # nothing built from the config (W&B notes, tags, ...) may carry the key
         self._point_trainer_at_run_folder(config.trainer)
+        config.sweep_name = config.get("sweep_name") or sweep_name()
+        join_sweep(config.sweep_name)
         mode, reason = apply_wandb_mode()
         if self._uses_wandb(config.trainer) and (self.launch is None or self.launch.rank == 0):  # said once per job
             where = self.run_folder.path / "wandb"

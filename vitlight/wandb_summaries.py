@@ -2,13 +2,17 @@
 
 W&B keeps the last logged value of each key as the run's summary, which after a late drop in
 accuracy is not the result a sweep or a runs table should show. `define_metric(..., summary=...)`
-makes W&B keep the best instead (`val/acc` -> `{"max": ...}` in the summary; the history, which
-W&B's sweep controller and hyperband read, is unchanged). Test metrics of the tested checkpoint
-go to the summary as they are (vitlight.cli writes them when the run ends). Two run facts join
-them for the study's dashboards (`vitlight dashboard`): `data/train_size`, the training images
-as a count (a sweep may give a fraction), and `compute/train_flops`, the counted FLOPs of one
-image's training step through the backbone (vitlight.analysis.flops, meta device) times the
-images the optimizer saw.
+makes W&B keep the best while the run goes (`val/acc` -> `{"max": ...}`); when the fit ends the
+summary's `val/acc` becomes the best value as a plain number (what a runs table column and the
+sweep controller read) and `val/acc_max` keeps it too. The history is unchanged until the end.
+
+Test metrics of the tested checkpoint go to the summary as they are (vitlight.cli writes them
+when the run ends). Two run facts join them for the study's dashboards (`vitlight dashboard`):
+`data/train_size`, the training images as a count (a sweep may give a fraction), and
+`compute/train_flops`, the counted FLOPs of one image's training step through the backbone
+(vitlight.analysis.flops, meta device) times the images the optimizer saw. They are in the
+summary, and in one history row logged after the test beside the best validation values and the
+test values: the row W&B's line plots of accuracy against training-set size or FLOPs read.
 """
 
 from __future__ import annotations
@@ -27,9 +31,19 @@ BEST_SUMMARIES = {  # logged key -> the summary W&B keeps
 
 
 def define_summaries(run: Any) -> None:
-    """Declares the best-over-run summaries on a W&B run (wandb.Run or the logger's experiment)."""
-    for key, summary in BEST_SUMMARIES.items():  # the step axis Lightning's WandbLogger gives every key ("*")
-        run.define_metric(key, step_metric="trainer/global_step", summary=summary)
+    """Declares the best-over-run summaries on a W&B run (wandb.Run or the logger's experiment); the step axis
+    is Lightning's WandbLogger's, declared for every key."""
+    for key, summary in BEST_SUMMARIES.items():
+        run.define_metric(key, summary=summary)
+
+
+def is_better(key: str, value: float, best: float | None) -> bool:
+    return best is None or (value > best if BEST_SUMMARIES[key] == "max" else value < best)
+
+
+def plain_summaries(best: dict[str, float]) -> dict[str, float]:
+    """`val/acc`: the best value as a number, and `val/acc_max` beside it (`val/loss_min` for a loss)."""
+    return {entry: value for key, value in best.items() for entry in (key, f"{key}_{BEST_SUMMARIES[key]}")}
 
 
 def run_facts(trainer: Any, pl_module: Any) -> dict[str, float]:
@@ -54,17 +68,40 @@ def run_facts(trainer: Any, pl_module: Any) -> dict[str, float]:
 
 
 class BestSummaries(Callback):
-    """Declares the summaries on every WandbLogger before the first value is logged; adds the run facts at the end."""
+    """Declares the summaries on every WandbLogger once, before the first value is logged; at the end of the fit
+    writes the best values as plain numbers and the run facts."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, float] = {}
+        self.facts: dict[str, float] = {}
+        self._declared = False
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or self._declared:
             return
         for logger in wandb_loggers(trainer.loggers):
             define_summaries(logger.experiment)
+        self._declared = True
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        for key in BEST_SUMMARIES:
+            value = trainer.callback_metrics.get(key)
+            if value is not None and is_better(key, float(value), self.best.get(key)):
+                self.best[key] = float(value)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         loggers = wandb_loggers(trainer.loggers) if trainer.is_global_zero else []
         if loggers:
-            facts = run_facts(trainer, pl_module)
+            self.facts = run_facts(trainer, pl_module)
             for logger in loggers:
-                logger.experiment.summary.update(facts)
+                logger.experiment.summary.update({**self.facts, **plain_summaries(self.best)})
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        """After the fit's test: one history row with the run facts beside the best validation and the test values,
+        the row a dashboard's line plot of accuracy against training-set size or FLOPs reads."""
+        loggers = wandb_loggers(trainer.loggers) if trainer.is_global_zero and self.facts else []
+        tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        for logger in loggers:
+            logger.experiment.log({**self.facts, **self.best, **tested})

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT
 from vitlight.errors import ConfigError
-from vitlight.sweeps.dashboard import FLOPS_KEY, SIZE_KEY, build_spec, main, to_workspace
+from vitlight.sweeps.dashboard import FLOPS_KEY, SIZE_KEY, build_spec, family_keys, main, to_workspace
 from vitlight.sweeps.spec import load_spec
 
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -21,15 +21,49 @@ def test_each_study_gets_size_flops_parallel_and_crossover_panels(path: Path):
     spec = load_spec(path)
     view = build_spec(spec)
     size, flops, parallel, crossover = view["sections"][0]["panels"]
-    assert (size["x"], flops["x"]) == ({"summary": SIZE_KEY}, {"summary": FLOPS_KEY})
-    assert size["y"] == flops["y"] == {"summary": spec.metric} and size["log_x"] and flops["log_x"]
-    assert size["groupby"] == view["runset"]["groupby"] and size["groupby"][0] == "model.init_args.model_name"
+    assert (size["type"], size["x"], flops["x"]) == ("line", SIZE_KEY, FLOPS_KEY)
+    assert size["y"] == flops["y"] == spec.metric and size["log_x"] and flops["log_x"]
+    assert size["groupby"] == view["runset"]["groupby"] == family_keys(spec)
     assert (size["aggregate"], size["spread"]) == ("mean", "stddev")
+    assert view["runset"]["filter"] == {"config": "sweep_name", "equals": spec.name}
     searched = [p.name for p in spec.searched if "seed" not in p.name]
-    assert parallel["columns"] == [{"config": name} for name in searched] + [{"summary": spec.metric}]
+    assert parallel["columns"][-1] == {"summary": spec.metric} and len(parallel["columns"]) == len(searched) + 1
+    for column in parallel["columns"]:  # W&B's flat `a.b` keys cannot be addressed by a panel: none is used
+        assert "." not in column.get("config", "") or column["config"].startswith(("model.init_args", "pretrain."))
     assert crossover["type"] == "markdown" and "Where ViT overtakes ResNet" in crossover["markdown"]
+    if spec.subcommand == "pipeline":
+        assert size["groupby"] in (["stages.pretrain.model.model_name"], ["pretrain.model.preset"])
+    else:
+        assert size["groupby"][0] == "model.init_args.model_name"
     if any("patch_size" in p.name for p in spec.searched):  # model scaling: the varied architecture keys split families
         assert "model.init_args.model_kwargs.patch_size" in size["groupby"]
+
+
+def test_the_workspace_keeps_grouping_aggregation_titles_and_filter_through_wandb_workspaces():
+    """Built with wandb-workspaces, turned into the view W&B stores and loaded back by the library: nothing of
+    the spec is dropped on the way."""
+    import wandb_workspaces.workspaces as ws
+
+    spec = load_spec(ROOT / "sweeps" / "scaling_model.yaml")
+    view = build_spec(spec, entity="someone")
+    stored = to_workspace(view)._to_model()  # what .save() uploads
+    loaded = ws.Workspace._from_model(stored)
+    size, flops, parallel, crossover = loaded.sections[0].panels
+    for panel, x in ((size, SIZE_KEY), (flops, FLOPS_KEY)):
+        assert type(panel).__name__ == "LinePlot" and panel.log_x
+        assert (panel.x.name, [y.name for y in panel.y]) == (x, [spec.metric])  # history keys: the end-of-run row
+        assert (panel.groupby_aggfunc, panel.groupby_rangefunc, panel.aggregate) == ("mean", "stddev", True)
+        assert panel.title.startswith(f"{spec.metric} against")
+    assert parallel.title == f"{spec.name}: parameters and {spec.metric}"
+    names = [column.metric.name for column in parallel.columns]
+    assert names == ["model.init_args.model_name", "model.init_args.model_kwargs.patch_size", spec.metric]
+    assert crossover.markdown.startswith("### ")  # its title
+    assert [key.name for key in loaded.runset_settings.groupby] == family_keys(spec)
+    assert loaded.runset_settings.filters == "Config(\"sweep_name\") == 'scaling_model'"  # as W&B stores it
+    one_family = ws.Workspace._from_model(
+        to_workspace(build_spec(load_spec(ROOT / "sweeps" / "scaling_data.yaml"), entity="x"))._to_model()
+    )
+    assert one_family.sections[0].panels[0].groupby.name == "model.init_args.model_name"
 
 
 def test_offline_writes_the_spec_beside_the_sweep_folder_and_says_how_to_publish(tmp_path: Path, monkeypatch, capsys):
@@ -51,9 +85,9 @@ def test_offline_writes_the_spec_beside_the_sweep_folder_and_says_how_to_publish
     # the written spec becomes the wandb-workspaces view unchanged
     workspace = to_workspace({**view, "entity": "someone"})
     kinds = [type(panel).__name__ for panel in workspace.sections[0].panels]
-    assert kinds == ["ScatterPlot", "ScatterPlot", "ParallelCoordinatesPlot", "MarkdownPanel"]
+    assert kinds == ["LinePlot", "LinePlot", "ParallelCoordinatesPlot", "MarkdownPanel"]
     size = workspace.sections[0].panels[0]
-    assert (size.x.name, size.y.name, size.log_x) == (SIZE_KEY, "test/acc", True)
+    assert (size.x, size.y, size.log_x) == (SIZE_KEY, ["test/acc"], True)
     assert [key.name for key in workspace.runset_settings.groupby] == ["model.init_args.model_name"]
 
 

@@ -68,7 +68,6 @@ def test_grid_runs_real_trials_and_a_crash_is_recorded_as_failed(tmp_path: Path)
     result = run_vitlight("sweep", str(sweep), "--workers", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     folder = tmp_path / "runs" / "sweeps" / "two"
-    sweep_id = json.loads((folder / "sweep.json").read_text())["id"]
     records = [trial_record(folder, 0), trial_record(folder, 1)]  # Optuna visits the grid in a seeded random order
     crashed, finished = sorted(records, key=lambda r: r["values"]["model.model_kwargs.patch_size"], reverse=True)
     assert crashed["state"] == "failed" and crashed["exit_code"] != 0
@@ -78,7 +77,7 @@ def test_grid_runs_real_trials_and_a_crash_is_recorded_as_failed(tmp_path: Path)
     (run_dir,) = [Path(d) if Path(d).is_absolute() else tmp_path / d for d in finished["run_dirs"]]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["test"]["test/acc"] == finished["value"]
-    assert run_groups(run_dir) == {sweep_id}  # W&B group = sweep id
+    assert run_groups(run_dir) == {"two"}  # W&B group = the sweep's name
     failed_line = next(line for line in result.stdout.splitlines() if "FAILED" in line)
     assert "exit code 2: vitlight: error:" in failed_line and "patch_size" in failed_line
     assert (

@@ -113,3 +113,14 @@ def test_pretrain_then_linear_probe_and_layer_probe(tmp_path: Path, monkeypatch:
         str(pretrain_run / "checkpoints" / "last.ckpt") in tested
     )  # the probe started from the pretraining checkpoint
     assert list(summary_path.parent.glob("wandb/offline-run-*")), "the pipeline's metrics go to a W&B run"
+
+
+def test_stage_settings_become_nested_config_sections():
+    """The pipeline's W&B config holds `pretrain.model.preset` nested, the key a dashboard panel can address."""
+    from vitlight.tools.pipeline import nested_overrides
+
+    args = parse(["--pretrain", QUICKSTART, "--pretrain.model.preset=igpt-tiny", "--pretrain.trainer.max_epochs=8"])
+    args.overrides["pretrain"].append("--data.data_dir=[unclosed")
+    assert nested_overrides(args) == {
+        "pretrain": {"model": {"preset": "igpt-tiny"}, "trainer": {"max_epochs": 8}, "data": {"data_dir": "[unclosed"}}
+    }

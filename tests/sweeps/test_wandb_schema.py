@@ -225,3 +225,75 @@ def test_flat_names_reach_vitlight_as_the_agent_passes_them():
         "--model.lr_scheduler.warmup_fraction=0.1",
     ]
     assert fit_problem(argv) is None
+
+
+# --- vitlight's own check (`vitlight sweep --check`) against W&B ------------------------------------------------
+VALID = {
+    "method": "grid",
+    "metric": {"name": "test/acc", "goal": "maximize"},
+    "parameters": {"seed_everything": {"values": [0, 1]}},
+    "command": ["${env}", "${interpreter}", "-m", "vitlight", "fit", "${args}"],
+}
+REFUSED_BY_WANDB = {  # change -> what vitlight says
+    "an image key (W&B's schema has image_uri)": ({"image": "x"}, "unknown top-level key image"),
+    "a grid over values with probabilities (W&B's grid takes plain values)": (
+        {"parameters": {"seed_everything": {"values": [0, 1], "probabilities": [0.5, 0.5]}}},
+        "grid needs values (without probabilities)",
+    ),
+}
+
+
+def test_vitlight_accepts_only_top_level_keys_of_wandbs_schema():
+    from vitlight.sweeps.spec import TOP_LEVEL_KEYS
+
+    assert set(TOP_LEVEL_KEYS) <= TOP_LEVEL
+
+
+@pytest.mark.parametrize("case", list(REFUSED_BY_WANDB))
+def test_vitlight_refuses_what_wandb_refuses(case: str, tmp_path: Path):
+    from vitlight.sweeps.spec import SweepSpecError, parse_spec
+
+    change, message = REFUSED_BY_WANDB[case]
+    raw = {**VALID, **change}
+    if "image" in change:
+        assert any("image" in v for v in schema_violations(raw))
+    with pytest.raises(SweepSpecError, match=re.escape(message)):
+        parse_spec(raw, tmp_path / "x.yaml")
+
+
+def agent_command(command: list, args: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """The command line wandb's own agent builds for one run (`Agent._command_run`), with the process not started."""
+    from wandb import wandb_agent
+
+    started: list[list[str]] = []
+
+    class Recorder:
+        def __init__(self, command=None, **kwargs):
+            started.append(command)
+
+    monkeypatch.setattr(wandb_agent, "AgentProcess", Recorder)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sw1")
+    agent = wandb_agent.Agent(api=None, queue=None, sweep_id="sw1")
+    agent._sweep_command = list(command)
+    agent._command_run({"run_id": "run1", "program": "vitlight/__main__.py", "args": args})
+    return started[0]
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_trials_get_the_command_wandbs_agent_builds(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """For every sweep file, with a token holding ${envvar:...} added (set and unset): the offline engine's argv is
+    the agent's, `python` aside."""
+    from vitlight.sweeps.macros import expand, nest
+    from vitlight.sweeps.spec import parse_spec
+
+    raw = yaml.safe_load(path.read_text())
+    monkeypatch.setenv("DATA_HOME", "/data")
+    raw["command"] = [*raw["command"], "--runs_dir=${envvar:DATA_HOME}/runs", "--x=${envvar:UNSET_NAME}"]
+    spec = parse_spec(raw, path)
+    values = {p.path: p.examples()[0] for p in spec.parameters}
+    ours = expand(spec, values, interpreter="python")
+    args = {name: {"value": value} for name, value in nest(values).items()}
+    theirs = agent_command(raw["command"], args, monkeypatch, tmp_path)
+    assert ours == theirs
+    assert ours[-2:] == ["--runs_dir=/data/runs", "--x=UNSET_NAME"]  # W&B leaves an unset variable's name

@@ -134,6 +134,8 @@ def test_probe_reaches_near_perfect_accuracy_on_separable_classes(run, tmp_path)
     assert summary["best"]["test_acc"] >= 0.95
     assert summary["baseline"]["name"] == "quantized pixels"
     assert (folder / "probe_accuracy.png").is_file()
+    (wandb_run,) = folder.glob("wandb/offline-run-*")  # summary.json records the id W&B gave the run
+    assert summary["wandb_run_id"] and wandb_run.name.endswith("-" + summary["wandb_run_id"])
 
 
 def test_probe_refuses_a_layer_out_of_range(run, tmp_path, capsys):

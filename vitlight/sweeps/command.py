@@ -18,12 +18,16 @@ share (compute nodes without internet). Starting it again resumes it.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 
 from vitlight.cli_errors import CommandParser
 from vitlight.errors import ConfigError
+
+# trials/NNNN/<experiment>/<run id>/wandb/offline-run-*: every W&B run of a trial, a pipeline's stages included
+RUN_FOLDERS = "trials/*/*/*/wandb/offline-run-*"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -95,6 +99,11 @@ def main(argv: list[str]) -> int:
         f"{spec.path}: {spec.method} over {searched}; metric {spec.metric} ({spec.goal}); "
         f"{len(spec.parameters)} parameters accepted by `vitlight {spec.subcommand}`"
     )
+    if not any(p.name == "sweep_name" for p in spec.parameters):
+        _say(
+            f"note: no `sweep_name: {{value: {spec.name}}}` parameter: runs under `wandb agent` will not carry the "
+            "sweep's name, which `vitlight dashboard` selects runs by"
+        )
     if args.check:
         return 0
     folder = Path(args.folder or Path(args.sweeps_dir) / spec.name).expanduser()
@@ -115,7 +124,7 @@ def _run_offline(
 
     runner = SweepRunner(spec, folder, count=count, workers=workers, say=_say, storage_url=storage_url)
     kept = f"storage {redact_url(storage_url)}" if storage_url else "storage in the folder"
-    _say(f"sweep {runner.sweep_id}: offline on Optuna ({reason}); folder {folder}; {kept}; W&B group {runner.sweep_id}")
+    _say(f"sweep {runner.sweep_id}: offline on Optuna ({reason}); folder {folder}; {kept}; W&B group {spec.name}")
     if storage_url:
         _say(
             f"  join from any machine that reaches the database: vitlight sweep {spec.path} --offline --storage "
@@ -144,7 +153,18 @@ def _run_offline(
     _say("trials of the sweep:")
     for line in describe(folder, spec, storage_url):
         _say(line)
+    if os.environ.get("WANDB_MODE", "offline") == "offline":  # the engine's trials log offline unless told otherwise
+        _say(f"its W&B runs (group and tag {spec.name}, config sweep_name={spec.name}); upload them all with:")
+        _say(sync_command(folder))
     return 130 if result.stopped else 0
+
+
+def sync_command(folder: Path) -> str:
+    """The one `wandb sync` command that uploads every offline W&B run of the sweep in `folder` (wandb sync takes
+    run folders and does not look below them; every run folder of a trial sits at the same depth)."""
+    import shlex
+
+    return f"wandb sync {shlex.quote(str(folder))}/{RUN_FOLDERS}"
 
 
 if __name__ == "__main__":

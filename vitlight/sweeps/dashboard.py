@@ -4,13 +4,15 @@
     vitlight dashboard runs/sweeps/scaling_data                 # the same, from the sweep folder
     vitlight dashboard runs/sweeps/scaling_data.dashboard.json --entity ME --project vitlight   # publish
 
-The view (panels on run summaries, runs grouped by model family, i.e. the model config keys the
-study varies): the sweep metric against the training-set size (log x) and against the counted
-training FLOPs (log x), both grouped by family with the mean and the standard deviation over
-seeds; the sweep's parallel-coordinates panel (its searched parameters and metric); and the
-crossover table of `vitlight report` (docs/results/<study>/report.md or <sweep folder>/report/report.md)
-as a markdown panel. The axes are the keys every vitlight fit puts in its W&B summary
-(`data/train_size`, `compute/train_flops`: vitlight.wandb_summaries) and the sweep's metric.
+The runs: those whose config holds `sweep_name` = the sweep's name, a key every trial's run gets
+from its sweep file (under `wandb agent`, and offline before `wandb sync`), which a pipeline's
+stage runs and a report run do not have. The view: the sweep metric against the training-set
+size and against the counted training FLOPs (log x; line plots over the row each trial logs at
+its end, one line per model family, the mean over seeds with a standard-deviation band); a
+parallel-coordinates panel on keys both kinds of run hold (the nested resolved config, the top-level
+`config` key, the summary's `data/train_size`) and the metric; and the crossover table of
+`vitlight report` (docs/results/<study>/report.md or <sweep folder>/report/report.md) as a
+markdown panel under its own heading.
 
 With W&B credentials (and without --offline) the view is saved to the W&B server with the
 wandb-workspaces library and its URL printed; otherwise the spec is written as JSON beside the
@@ -30,8 +32,10 @@ from vitlight.sweeps.spec import SweepSpec, load_spec
 
 SIZE_KEY = "data/train_size"
 FLOPS_KEY = "compute/train_flops"
+SWEEP_KEY = "sweep_name"
 SEED = re.compile(r"(^|\.)seed(_everything)?$")
 FAMILY_KEYS = ("model.init_args.model_name", "model.init_args.model_kwargs.patch_size", "model.init_args.preset")
+PIPELINE_FAMILY = "stages.pretrain.model.model_name"  # the pipeline's run config: each stage's model description
 
 
 def _config_key(name: str) -> str:
@@ -44,10 +48,28 @@ def _config_key(name: str) -> str:
 
 def family_keys(spec: SweepSpec) -> list[str]:
     """Run config keys that tell model families apart: the model name, plus each architecture key the sweep varies
-    (optimizer settings are not families)."""
+    (optimizer settings are not families). A pipeline's: the model keys it varies, else its pretraining model."""
+    if spec.subcommand == "pipeline":
+        models = [  # pretrain.model.preset, not pretrain.model.optimizer.lr
+            p.name
+            for p in spec.searched
+            if p.name.split(".")[1:2] == ["model"] and not {"optimizer", "lr_scheduler"} & set(p.name.split("."))
+        ]
+        return models or [PIPELINE_FAMILY]
     varied = [_config_key(p.name) for p in spec.searched]
     architecture = [k for k in varied if k in FAMILY_KEYS or k.startswith("model.init_args.model_kwargs.")]
     return ["model.init_args.model_name", *[k for k in architecture if k != "model.init_args.model_name"]]
+
+
+def column(name: str) -> dict[str, str]:
+    """A searched parameter as a key that agent runs and offline runs both hold: W&B's own config key for a
+    top-level name (`config`), the summary's count for `data.train_size`, else the nested resolved config key
+    (W&B's flat `model.optimizer.lr` cannot be addressed by a panel)."""
+    if "." not in name:
+        return {"config": name}
+    if name in ("data.train_size", "data.init_args.train_size"):
+        return {"summary": SIZE_KEY}
+    return {"config": _config_key(name)}
 
 
 def crossover_table(spec: SweepSpec, folder: Path | None) -> str:
@@ -74,28 +96,29 @@ def build_spec(
     metric = spec.metric
     groupby = family_keys(spec)
     searched = [p.name for p in spec.searched if not SEED.search(p.name)]
+    family = ", ".join(groupby)
     by_family = {"groupby": groupby, "aggregate": "mean", "spread": "stddev"}
     panels = [
         {
-            "type": "scatter",
-            "title": f"{metric} against training-set size",
-            "x": {"summary": SIZE_KEY},
-            "y": {"summary": metric},
+            "type": "line",
+            "title": f"{metric} against training-set size: mean and stddev over seeds, a line per {family}",
+            "x": SIZE_KEY,
+            "y": metric,
             "log_x": True,
             **by_family,
         },
         {
-            "type": "scatter",
-            "title": f"{metric} against training FLOPs",
-            "x": {"summary": FLOPS_KEY},
-            "y": {"summary": metric},
+            "type": "line",
+            "title": f"{metric} against training FLOPs: mean and stddev over seeds, a line per {family}",
+            "x": FLOPS_KEY,
+            "y": metric,
             "log_x": True,
             **by_family,
         },
         {
             "type": "parallel_coordinates",
             "title": f"{spec.name}: parameters and {metric}",
-            "columns": [{"config": name} for name in searched] + [{"summary": metric}],
+            "columns": [column(name) for name in searched] + [{"summary": metric}],
         },
         {"type": "markdown", "title": "crossover (vitlight report)", "markdown": crossover_table(spec, folder)},
     ]
@@ -107,7 +130,7 @@ def build_spec(
         "goal": spec.goal,
         "entity": entity or spec.entity,
         "project": project or spec.project or "vitlight",
-        "runset": {"groupby": groupby, "filter": {"sweep_group_prefix": spec.name}},
+        "runset": {"groupby": groupby, "filter": {"config": SWEEP_KEY, "equals": spec.name}},
         "sections": [{"name": f"{spec.name} scaling", "panels": panels}],
     }
 
@@ -118,33 +141,57 @@ def _metric(axis: dict[str, str]) -> Any:
     return wr.Config(axis["config"]) if "config" in axis else wr.SummaryMetric(axis["summary"])
 
 
+def runset_filter(view: dict[str, Any]) -> Any:
+    """The runs of the sweep, as a wandb-workspaces filter expression."""
+    from wandb_workspaces import expr
+
+    selection = view["runset"]["filter"]
+    return expr.Config(selection["config"]) == selection["equals"]
+
+
+def _panel(panel: dict[str, Any]) -> Any:
+    import wandb_workspaces.reports.v2 as wr
+
+    if panel["type"] == "line":  # one row per run (logged at its end) holds x and y: a grouped line across runs
+        single = panel["groupby"][0] if len(panel["groupby"]) == 1 else None  # else: the runset's grouping
+        return wr.LinePlot(
+            title=panel["title"],
+            x=panel["x"],
+            y=[panel["y"]],
+            log_x=panel["log_x"],
+            groupby=wr.Config(single) if single else None,
+            aggregate=True,
+            groupby_aggfunc=panel["aggregate"],
+            groupby_rangefunc=panel["spread"],
+            title_x=panel["x"],
+            title_y=panel["y"],
+        )
+    if panel["type"] == "parallel_coordinates":
+        columns = [wr.ParallelCoordinatesPlotColumn(metric=_metric(column)) for column in panel["columns"]]
+        return wr.ParallelCoordinatesPlot(title=panel["title"], columns=columns)
+    if panel["type"] == "markdown":  # a markdown panel has no title: it opens with its heading
+        text = panel["markdown"]
+        return wr.MarkdownPanel(markdown=text if text.startswith("#") else f"### {panel['title']}\n{text}")
+    raise ConfigError(
+        f"dashboard: unknown panel type {panel['type']!r} in the spec (valid: line, parallel_coordinates, markdown)"
+    )
+
+
 def to_workspace(view: dict[str, Any]) -> Any:
     """The spec as a wandb_workspaces.workspaces.Workspace (built offline; .save() publishes it)."""
-    import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
     from wandb_workspaces import expr
 
     if not view.get("entity"):
         raise ConfigError("dashboard: no W&B entity; pass --entity NAME (your user or team)")
-    panels = []
-    for panel in view["sections"][0]["panels"]:
-        if panel["type"] == "scatter":
-            panels.append(
-                wr.ScatterPlot(title=panel["title"], x=_metric(panel["x"]), y=_metric(panel["y"]), log_x=panel["log_x"])
-            )
-        elif panel["type"] == "parallel_coordinates":
-            columns = [wr.ParallelCoordinatesPlotColumn(metric=_metric(column)) for column in panel["columns"]]
-            panels.append(wr.ParallelCoordinatesPlot(title=panel["title"], columns=columns))
-        elif panel["type"] == "markdown":
-            panels.append(wr.MarkdownPanel(markdown=panel["markdown"]))
+    section = view["sections"][0]
     return ws.Workspace(
         name=view["name"],
         entity=view["entity"],
         project=view["project"],
-        sections=[ws.Section(name=view["sections"][0]["name"], panels=panels, is_open=True)],
+        sections=[ws.Section(name=section["name"], panels=[_panel(p) for p in section["panels"]], is_open=True)],
         runset_settings=ws.RunsetSettings(
-            groupby=[expr.Config(key) for key in view["runset"]["groupby"]],
-            query=view["runset"]["filter"]["sweep_group_prefix"],
+            groupby=[expr.Config(key) for key in view["runset"]["groupby"]], filters=[runset_filter(view)]
         ),
     )
 

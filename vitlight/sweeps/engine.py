@@ -40,8 +40,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from vitlight.errors import ConfigError
 from vitlight.files import write_json_atomic
+from vitlight.logging_wandb import SWEEP_NAME_ENV
 from vitlight.sweeps import space
-from vitlight.sweeps.macros import expand
+from vitlight.sweeps.macros import expand, nest
 from vitlight.sweeps.spec import SweepSpec, SweepSpecError
 from vitlight.sweeps.trial import (
     PROGRESS_FILE,
@@ -329,7 +330,7 @@ class SweepRunner:
         outcome = run_trial(
             argv,
             trial_dir,
-            self._env(trial_dir),
+            self._env(trial_dir, values),
             spec.metric,
             self.stop,
             report=report,
@@ -339,14 +340,23 @@ class SweepRunner:
         )
         self._record(study, trial, trial_dir, outcome)
 
-    def _env(self, trial_dir: Path) -> dict[str, str]:
+    def _env(self, trial_dir: Path, values: dict[tuple[str, ...], Any]) -> dict[str, str]:
+        """The trial's environment: its W&B run logs offline (unless told otherwise) in the sweep's group, and gets
+        the trial's parameters as flat config keys from a file in the form `wandb agent` writes (so an offline
+        trial's W&B config is an agent run's)."""
+        from wandb.sdk.lib import config_util
+
+        params = trial_dir / "wandb_params.yaml"
+        config_util.save_config_file_from_dict(str(params), {k: {"value": v} for k, v in nest(values).items()})
         env = dict(os.environ)
-        env["WANDB_RUN_GROUP"] = self.sweep_id
+        for name in ("WANDB_RUN_ID", "WANDB_SWEEP_ID"):
+            env.pop(name, None)
+        env["WANDB_SWEEP_PARAM_PATH"] = str(params)
+        env["WANDB_RUN_GROUP"] = self.spec.name
+        env[SWEEP_NAME_ENV] = self.spec.name
         env["VITLIGHT_PROGRESS_FILE"] = str(trial_dir / PROGRESS_FILE)
         env["VITLIGHT_SWEEP_ID"] = self.sweep_id
         env.setdefault("WANDB_MODE", "offline")  # the offline engine: trials log offline unless told otherwise
-        for name in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"):
-            env.pop(name, None)
         return env
 
     def _reporter(self, trial: optuna.Trial) -> Callable[[float, int], bool]:

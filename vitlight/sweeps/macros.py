@@ -9,8 +9,6 @@ agent runs `python` from PATH); `${env}` is /usr/bin/env; `${program}` is the fi
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -30,43 +28,20 @@ def nest(values: dict[tuple[str, ...], Any]) -> dict[str, Any]:
 
 
 def argument_forms(config: dict[str, Any]) -> dict[str, list[str]]:
-    """The agent's argument macros for one run config."""
-    forms: dict[str, list[str]] = {
-        key: []
-        for key in (
-            "args",
-            "args_no_hyphens",
-            "args_no_boolean_flags",
-            "args_no_equals",
-            "args_append_hydra",
-            "args_override_hydra",
-        )
-    }
-    for name, value in config.items():
-        flag = f"{name}={value}"
-        forms["args"].append("--" + flag)
-        forms["args_no_hyphens"].append(flag)
-        forms["args_no_equals"] += [f"--{name}", str(value)]
-        forms["args_append_hydra"].append("+" + flag)
-        forms["args_override_hydra"].append("++" + flag)
-        if isinstance(value, bool):
-            if value:
-                forms["args_no_boolean_flags"].append("--" + name)
-        else:
-            forms["args_no_boolean_flags"].append("--" + flag)
-    forms["args_json"] = [json.dumps(config)]
-    return forms
+    """The agent's argument macros for one run config, made by W&B's own builder."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    forms = create_sweep_command_args({"args": {name: {"value": value} for name, value in config.items()}})
+    return {name: value for name, value in forms.items() if isinstance(value, list)}
 
 
 def expand(
-    spec: SweepSpec,
-    values: dict[tuple[str, ...], Any],
-    interpreter: str,
-    json_file: Path | None = None,
-    environ: dict[str, str] | None = None,
+    spec: SweepSpec, values: dict[tuple[str, ...], Any], interpreter: str, json_file: Path | None = None
 ) -> list[str]:
-    """The argv of one trial."""
-    environ = os.environ if environ is None else environ
+    """The argv of one trial: W&B's own `create_sweep_command` expands `${envvar:NAME}` anywhere in a token (a
+    variable that is not set stays as its name, as under `wandb agent`), then each whole-token macro."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command
+
     config = nest(values)
     macros = argument_forms(config)
     macros["interpreter"] = [interpreter]
@@ -79,14 +54,9 @@ def expand(
         json_file.write_text(macros["args_json"][0])
         macros["args_json_file"] = [str(json_file)]
     argv: list[str] = []
-    for token in spec.command:
+    for token in create_sweep_command([str(token) for token in spec.command]):
         match = MACRO.match(token)
-        if match is None:
-            argv.append(token)
-        elif match.group(1) == "envvar":
-            argv.append(environ.get(match.group(2) or "", ""))
-        else:
-            argv += macros.get(match.group(1), [])
+        argv += [token] if match is None else macros.get(match.group(1), [])
     return argv
 
 

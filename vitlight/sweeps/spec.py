@@ -42,7 +42,7 @@ TOP_LEVEL_KEYS = (
     "entity",
     "controller",
     "job",
-    "image",
+    "image_uri",
 )
 # distribution -> (required keys, optional keys with W&B's defaults)
 DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -94,7 +94,9 @@ MACROS = (
     "args_override_hydra",
 )
 MACRO = re.compile(r"^\$\{([A-Za-z_]+)(?::([A-Za-z0-9_]*))?\}$")
+ENVVAR = re.compile(r"\$\{envvar:[A-Z0-9_]*\}")  # what W&B's agent expands, anywhere in a token
 VITLIGHT_SUBCOMMANDS = ("fit", "pipeline")
+SWEEP_NAME = "sweep_name"
 HYPERBAND_KEYS = {"type", "min_iter", "max_iter", "s", "eta", "strict"}
 
 
@@ -361,7 +363,7 @@ def _command(raw: dict[str, Any], problems: list[str]) -> tuple[str, ...]:
     tokens = tuple(str(t) for t in command)
     for token in tokens:
         match = MACRO.match(token)
-        if token.startswith("${") and (match is None or (match.group(1) not in MACROS and match.group(1) != "envvar")):
+        if ENVVAR.sub("", token).startswith("${") and (match is None or match.group(1) not in MACROS):
             problems.append(
                 f"command: unknown macro {token} (valid: {', '.join('${' + m + '}' for m in MACROS)}, ${{envvar:NAME}})"
             )
@@ -403,13 +405,10 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
     if clashes:
         problems.append(f"parameters given twice (nested and dotted): {', '.join(clashes)}")
     if method == "grid":
-        no_grid = [
-            p.name
-            for p in parameters
-            if p.distribution not in ("constant", "categorical", "categorical_w", "int_uniform", "q_uniform")
-        ]
-        if no_grid:
-            problems.append(f"grid needs values, value, int_uniform or q_uniform; not a grid: {', '.join(no_grid)}")
+        gridded = ("constant", "categorical", "int_uniform", "q_uniform")
+        no_grid = [p.name for p in parameters if p.distribution not in gridded or "probabilities" in p.config]
+        if no_grid:  # W&B's grid takes plain values: no probabilities
+            problems.append(f"grid needs values (without probabilities), value, int_uniform or q_uniform: {no_grid}")
     if method == "bayes" and not isinstance(metric, dict):
         problems.append("bayes needs a metric")
     hyperband = _hyperband(raw.get("early_terminate"), problems)
@@ -417,11 +416,15 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
     if run_cap is not None and (not isinstance(run_cap, int) or isinstance(run_cap, bool) or run_cap < 1):
         problems.append(f"run_cap must be a positive integer, got {run_cap!r}")
     command = _command(raw, problems)
+    name = str(raw.get("name") or path.stem)
+    for parameter in parameters:  # the key dashboards select a sweep's runs by: W&B puts it in every run's config
+        if parameter.name == SWEEP_NAME and parameter.listed_values != [name]:
+            problems.append(f"parameter {SWEEP_NAME}: must be {{value: {name}}}, the sweep's name")
     if problems:
         raise SweepSpecError(f"{path}: " + "; ".join(problems))
     return SweepSpec(
         path=path,
-        name=str(raw.get("name") or path.stem),
+        name=name,
         method=method,
         metric=metric_name,
         goal=goal,

@@ -17,6 +17,11 @@ under --runs_dir; the pipeline's run folder holds summary.json with every stage'
 `stages` and their metrics flattened under `metrics` (`pretrain/test/acc`,
 `finetune/test/acc`, `linear_probe/test/acc`, `probe/test_acc`, ...), which a sweep's
 metric.name can name. The pipeline's metrics also go to a W&B run (offline without credentials).
+
+Under `wandb agent` the pipeline's W&B run is the one the agent scheduled (WANDB_RUN_ID): it
+carries the sweep's metric and config. The stages run with the agent's variables removed, so
+they are runs of their own outside the sweep, in the same W&B group (the sweep's name with
+--sweep_name, else the pipeline's run).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from vitlight.errors import ConfigError
 FIT_STAGES = ("pretrain", "finetune", "linear_probe")
 STAGES = (*FIT_STAGES, "probe")
 CHECKPOINT_KEY = "--model.init_args.checkpoint_path"
+# What `wandb agent` sets for the run it scheduled; a stage that saw them would join the sweep as another run.
+# vitlight's sweep name likewise: a stage's run carries the sweep's group and tag, not its `sweep_name` config key.
+AGENT_VARIABLES = ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "VITLIGHT_SWEEP_NAME")
 
 
 @dataclass
@@ -47,6 +55,7 @@ class PipelineArgs:
     runs_dir: str = "runs"
     experiment: str | None = None
     seed: int | None = None
+    sweep_name: str | None = None
 
 
 def _value_text(value: Any) -> str:
@@ -98,7 +107,7 @@ def parse(argv: list[str]) -> PipelineArgs:
             if value not in ("best", "last"):
                 raise ConfigError(f"pipeline: --checkpoint {value!r} must be best or last")
             args.checkpoint = value
-        elif name in ("runs_dir", "experiment"):
+        elif name in ("runs_dir", "experiment", "sweep_name"):
             setattr(args, name, value)
         elif name == "seed":
             try:
@@ -108,7 +117,7 @@ def parse(argv: list[str]) -> PipelineArgs:
         else:
             valid = (
                 "--pretrain, --finetune, --linear_probe (config files), --probe LAYERS, --STAGE.KEY=VALUE, "
-                "--checkpoint, --seed, --runs_dir, --experiment"
+                "--checkpoint, --seed, --runs_dir, --experiment, --sweep_name"
             )
             raise ConfigError(f"pipeline: unknown flag --{name}; valid: {valid}")
     if "pretrain" not in args.configs:
@@ -208,18 +217,19 @@ def _metrics(stage: str, summary: dict[str, Any]) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     from vitlight.lightning_cli import run_lightning as vitlight_main
-    from vitlight.runs import SUMMARY_FILE, RunFolder, new_run_id, new_wandb_id
+    from vitlight.logging_wandb import join_sweep, sweep_name
+    from vitlight.runs import SUMMARY_FILE, RunFolder, new_run_id
     from vitlight.tools import probe
 
     started = time.time()
     args = parse(argv)
     runs_dir = Path(args.runs_dir).expanduser()
     experiment = args.experiment or f"pipeline_{Path(args.configs['pretrain'][0]).stem}"
-    folder = RunFolder(runs_dir, experiment, new_run_id(), os.environ.get("WANDB_RUN_ID") or new_wandb_id())
+    folder = RunFolder(runs_dir, experiment, new_run_id(), os.environ.get("WANDB_RUN_ID") or "")
     folder.check_writable()
-    sweep_run_id = os.environ.pop(
-        "WANDB_RUN_ID", None
-    )  # the stages are runs of their own; the pipeline's run is the sweep's
+    join_sweep(args.sweep_name or sweep_name())  # the stages' runs and the pipeline's share the sweep's group
+    os.environ.setdefault("WANDB_RUN_GROUP", f"{experiment}/{folder.run_id}")
+    agent = {name: os.environ.pop(name) for name in AGENT_VARIABLES if name in os.environ}
     stages: dict[str, dict[str, Any]] = {}
     status, error = "failed", None
     try:
@@ -240,8 +250,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as failure:
         error = str(failure)
     finally:
-        if sweep_run_id:
-            os.environ["WANDB_RUN_ID"] = sweep_run_id
+        os.environ.update(agent)  # the pipeline's own run is the agent's
     metrics = {k: v for stage, summary in stages.items() for k, v in _metrics(stage, summary).items()}
     pretrain = stages.get("pretrain", {})
     summary = {
@@ -249,7 +258,7 @@ def main(argv: list[str]) -> int:
         "subcommand": "pipeline",
         "experiment": experiment,
         "run_id": folder.run_id,
-        "wandb_run_id": folder.wandb_id,
+        "wandb_run_id": folder.wandb_id or None,
         "seed": args.seed if args.seed is not None else pretrain.get("seed"),
         "train_size": pretrain.get("train_size"),
         "data": pretrain.get("data"),
@@ -270,7 +279,10 @@ def main(argv: list[str]) -> int:
     }
     folder.create()
     folder.write_summary(summary)
-    _log_wandb(folder, experiment, summary)
+    used = _log_wandb(folder, experiment, summary, args.sweep_name or sweep_name(), nested_overrides(args))
+    if used and used != folder.wandb_id:  # the id W&B gave the run (the agent's, or a new one)
+        summary["wandb_run_id"] = used
+        folder.write_summary(summary)
     print(
         f"pipeline {status}: "
         + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
@@ -281,17 +293,50 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _log_wandb(folder, experiment: str, summary: dict[str, Any]) -> None:
+def nested_overrides(args: PipelineArgs) -> dict[str, Any]:
+    """The --STAGE.KEY=VALUE settings as nested config sections ({'pretrain': {'model': {'preset': 'igpt-tiny'}}}):
+    dashboards address a nested key, not W&B's flat `pretrain.model.preset`."""
+    sections: dict[str, Any] = {}
+    for stage in FIT_STAGES:
+        for flag in args.overrides[stage]:
+            key, _, value = flag[2:].partition("=")
+            node = sections.setdefault(stage, {})
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = _yaml_value(value)
+    return sections
+
+
+def _yaml_value(text: str) -> Any:
+    """A flag's value as the stage's parser reads it (`8` an int, `igpt-tiny` a string); unreadable text as is."""
+    try:
+        return yaml.safe_load(text) if text else text
+    except yaml.YAMLError:
+        return text
+
+
+def _log_wandb(
+    folder, experiment: str, summary: dict[str, Any], sweep: str | None, stage_settings: dict[str, Any]
+) -> str | None:
+    """The pipeline's W&B run (under an agent, the agent's run): its stage settings, stages, seed, the pretraining
+    set's size and the metrics. Returns its id."""
     from vitlight.logging_wandb import start_command_run
 
-    run = start_command_run(folder, experiment, "pipeline", {"stages": summary["stages"], "seed": summary["seed"]})
+    config = {**stage_settings, "stages": summary["stages"], "seed": summary["seed"]}
+    config.update({"sweep_name": sweep} if sweep else {})
+    run = start_command_run(folder, experiment, "pipeline", config)
     if run is None:
-        return
+        return None
     import wandb
 
-    run.summary.update({"status": summary["status"], **summary["metrics"]})
+    size = {"data/train_size": summary["train_size"]} if isinstance(summary.get("train_size"), int) else {}
+    run.log({**summary["metrics"], **size})  # the row a dashboard's line plot against training-set size reads
+    run.summary.update({"status": summary["status"], **summary["metrics"], **size})
+    run_id = run.id
     run.finish(exit_code=0 if summary["status"] == "finished" else 1)
     wandb.teardown()
+    return run_id
 
 
 if __name__ == "__main__":

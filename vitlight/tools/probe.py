@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -134,13 +135,14 @@ def accuracy_plot(rows: list[dict], baseline: dict | None, title: str, path: Pat
     return path
 
 
-def log_wandb(folder, experiment: str, summary: dict, plot: Path) -> None:
+def log_wandb(folder, experiment: str, summary: dict, plot: Path) -> str | None:
+    """The probe's W&B run: its settings, the layer table and plot, the best layer. Returns the run's id."""
     from vitlight.logging_wandb import start_command_run
 
     config = {k: summary[k] for k in ("checkpoint", "layers_probed", "pool", "l2_grid", "data")}
     run = start_command_run(folder, experiment, "probe", config)
     if run is None:
-        return
+        return None
     import wandb
 
     table = wandb.Table(columns=["layer", "depth", "val_acc", "test_acc", "l2"])
@@ -154,12 +156,15 @@ def log_wandb(folder, experiment: str, summary: dict, plot: Path) -> None:
             **({"baseline_test_acc": summary["baseline"]["test_acc"]} if summary["baseline"] else {}),
         }
     )
+    run_id = run.id
     run.finish()
+    wandb.teardown()  # the next run in this process (a pipeline's own) reads the environment afresh
+    return run_id
 
 
 def main(argv: list[str]) -> int:
     from vitlight.data.from_config import build_datamodule
-    from vitlight.runs import SUMMARY_FILE, RunFolder, git_commit, hardware, new_run_id, new_wandb_id, package_versions
+    from vitlight.runs import SUMMARY_FILE, RunFolder, git_commit, hardware, new_run_id, package_versions
     from vitlight.tasks.probe import LayerFeatures, fit_logistic_regression
     from vitlight.tools.load import load_for_tool, require_data
 
@@ -175,7 +180,8 @@ def main(argv: list[str]) -> int:
     datamodule.setup()
     features.attach_data(datamodule, check_palette=args.palette == "check")
     experiment = args.experiment or f"probe_{config.get('experiment') or 'checkpoint'}"
-    folder = RunFolder(Path(args.runs_dir).expanduser(), experiment, new_run_id(), new_wandb_id())
+    # W&B gives the run its id (a W&B agent's, if one started this); summary.json records the one it used
+    folder = RunFolder(Path(args.runs_dir).expanduser(), experiment, new_run_id(), os.environ.get("WANDB_RUN_ID", ""))
     folder.check_writable()
 
     with_pixels = args.baseline == "pixels"
@@ -225,7 +231,7 @@ def main(argv: list[str]) -> int:
         "subcommand": "probe",
         "experiment": experiment,
         "run_id": folder.run_id,
-        "wandb_run_id": folder.wandb_id,
+        "wandb_run_id": folder.wandb_id or None,
         "checkpoint": str(Path(args.ckpt).expanduser().resolve())
         if Path(args.ckpt).expanduser().exists()
         else args.ckpt,
@@ -245,7 +251,9 @@ def main(argv: list[str]) -> int:
         "hardware": hardware(),
     }
     folder.write_summary(summary)
-    log_wandb(folder, experiment, summary, plot)
+    used = log_wandb(folder, experiment, summary, plot)
+    if used and used != summary["wandb_run_id"]:
+        folder.write_summary({**summary, "wandb_run_id": used})
     print(
         f"best layer {best['layer']} (by validation): test accuracy {best['test_acc']:.4f}; wrote "
         f"{folder.path / SUMMARY_FILE} and {plot}"
