@@ -19,7 +19,7 @@ from vitlight.errors import ConfigError
 from vitlight.syncs import log_due
 from vitlight.tasks.backbones import apply_cifar_stem, create_backbone, is_convnet
 from vitlight.tasks.inputs import batch_stage
-from vitlight.tasks.optim import scale_learning_rate, weight_decay_groups
+from vitlight.tasks.optim import build_optimizer, decay_plan, scale_learning_rate, weight_decay_groups
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 from vitlight.tasks.weights import load_backbone_weights
 
@@ -108,6 +108,7 @@ class ImageClassifier(L.LightningModule):
         self._is_convnet = is_convnet(self.backbone)  # walked once: forward runs every step
         self._window_started: float | None = None
         self._window_images = 0
+        self._decay_plan: dict[str, bool] | None = None
 
     # ----- construction helpers -------------------------------------------------------
     def _freeze_all_but_head(self) -> None:
@@ -143,6 +144,9 @@ class ImageClassifier(L.LightningModule):
         return ema
 
     def configure_model(self) -> None:
+        # runs before any strategy wraps the backbone: weight decay by the names and shapes as built
+        if self._decay_plan is None:
+            self._decay_plan = decay_plan(self.backbone)
         # compiled in place: the backbone stays the same module, so checkpoint keys do not change
         if self.hparams.compile and getattr(self.backbone, "_compiled_call_impl", None) is None:
             self.backbone.compile()
@@ -254,7 +258,7 @@ class ImageClassifier(L.LightningModule):
 
     # ----- optimisation ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(weight_decay_groups(self.backbone))
+        optimizer = build_optimizer(self.optimizer_factory, weight_decay_groups(self.backbone, self._decay_plan))
         if self.hparams.base_batch_size is not None:
             lr, batch = scale_learning_rate(optimizer, self.trainer, self.hparams.base_batch_size)
             log.info(

@@ -16,6 +16,7 @@ fine-tuning objective) and ``acc``, ``cls_loss`` and ``gen_loss`` are logged as 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,11 +31,12 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitlight.errors import CheckpointError, ConfigError
+from vitlight.fsdp import BlockFSDP
 from vitlight.models.igpt import IGPT_PRESETS, IGPTConfig, ImageGPT
 from vitlight.models.igpt_transformers import PALETTE_KIND as OPENAI_PALETTE_KIND
 from vitlight.models.palette import Palette
 from vitlight.tasks.inputs import augmented_uint8_batch
-from vitlight.tasks.optim import weight_decay_groups
+from vitlight.tasks.optim import build_optimizer, decay_plan, weight_decay_groups
 from vitlight.tasks.pixel_weights import PALETTE_KEY, load_pixel_weights
 from vitlight.tasks.pixels import Tokenizer, bits_per_token, channels_last, check_palette_settings, data_palette
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
@@ -78,6 +80,7 @@ class PixelPretrainer(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = WarmupCosine,
         compile: bool = False,
+        empty_init: bool = False,
     ) -> None:
         """
         Args:
@@ -107,15 +110,27 @@ class PixelPretrainer(L.LightningModule):
             channels: linked from the data module.
             optimizer: optimizer class and arguments; weight decay applies only to weights with >= 2 dims.
             lr_scheduler: schedule stepped every optimizer step; WarmupCosine learns its length from the trainer.
-            compile: torch.compile the ImageGPT (in place: checkpoint keys stay those of the plain model).
+            compile: torch.compile each ImageGPT block (in place: checkpoint keys stay those of the plain model).
+            empty_init: build the ImageGPT on the meta device (no memory) for the paper-size models; under
+                vitlight.fsdp.BlockFSDP each rank materialises only its own shards, block by block, with
+                ImageGPT's initialisation, under any other strategy it is materialised whole before training.
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        # empty_init is not a hyperparameter: a module rebuilt from a checkpoint must have real weights to load
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "empty_init"])
+        self.empty_init = empty_init
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self._check_arguments()
-        self.model = ImageGPT(self._config())
+        if empty_init and checkpoint_path:
+            raise ConfigError(
+                "model.empty_init builds the model without weights and cannot start from model.checkpoint_path; "
+                "drop empty_init to fine-tune (resuming a run with --ckpt_path works with either)"
+            )
+        with torch.device("meta") if empty_init else contextlib.nullcontext():
+            self.model = ImageGPT(self._config())
         self.classifier = nn.Linear(self.model.hidden_size, num_classes) if classifier_weight > 0 else None
+        self._decay_plan: dict[str, bool] | None = None  # decided in configure_model, before any wrapping
         self.palette: Palette | None = None
         self.tokenizer: Tokenizer | None = None
         self.mean_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})  # weighted by images
@@ -128,8 +143,15 @@ class PixelPretrainer(L.LightningModule):
             self._load_pretrained(checkpoint_path)
 
     def configure_model(self) -> None:
-        if self.hparams.compile and getattr(self.model, "_compiled_call_impl", None) is None:
-            self.model.compile()
+        """Runs before the strategy wraps the model: materialises an empty-init model the strategy will not
+        build shard by shard, and compiles each block (the unit of FSDP and activation checkpointing).
+        The weight-decay groups are decided here too, while parameter names and shapes are the model's own."""
+        if self._decay_plan is None:
+            self._decay_plan = decay_plan(self)
+        if self.empty_init and self._trainer is not None and not isinstance(self.trainer.strategy, BlockFSDP):
+            self.model.materialise(self.trainer.strategy.root_device)
+        if self.hparams.compile:
+            self.model.compile_blocks()
 
     # ----- construction ---------------------------------------------------------------
     def _check_arguments(self) -> None:
@@ -431,7 +453,7 @@ class PixelPretrainer(L.LightningModule):
         complete_schedules(self.trainer)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(weight_decay_groups(self))
+        optimizer = build_optimizer(self.optimizer_factory, weight_decay_groups(self, self._decay_plan))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)  # WarmupCosine gets its length in on_train_start
