@@ -58,8 +58,8 @@ def decay_plan(module: nn.Module) -> dict[str, bool]:
 
 
 def weight_decay_groups(module: nn.Module, plan: dict[str, bool] | None = None) -> list[dict]:
-    """[decaying group, non-decaying group] of the trainable parameters, by the names in ``plan``
-    (`decay_plan`, made before any wrapping; None decides now, on an unwrapped module).
+    """[decaying group, non-decaying group] (an empty one left out) of the trainable parameters, by
+    the names in ``plan`` (`decay_plan`, made before any wrapping; None decides now, on an unwrapped module).
 
     The decaying group takes the optimizer's own `weight_decay` (the YAML's value); the other
     pins it to 0.
@@ -73,7 +73,8 @@ def weight_decay_groups(module: nn.Module, plan: dict[str, bool] | None = None) 
         if key not in plan:
             raise RuntimeError(f"parameter {key} was added after the weight-decay groups were decided")
         (decay if plan[key] else no_decay).append(parameter)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
 
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
