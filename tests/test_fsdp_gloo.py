@@ -1,5 +1,6 @@
 """vitlight.fsdp.BlockFSDP with torch's real FSDP on two CPU processes over gloo (tests/helpers/fsdp_worker.py):
-a tiny ImageGPT built on the meta device and a tiny timm ViT, each trained two clipped steps.
+a tiny ImageGPT built on the meta device and compiled per block, and a tiny timm ViT, each trained two
+clipped steps with activation checkpointing.
 
 Checked against the unwrapped model in this process: weight-decay groups equal name for name although
 every parameter is a 1-D shard; the global norm the clip saw equals the unsharded model's on the same
@@ -136,6 +137,10 @@ def reference_norm(runs: Path, model: str) -> float:
 def test_clip_norm_over_shards_equals_the_unsharded_models(runs: Path, model: str):
     sharded = record(runs, model, 0)["norms"][0]
     assert sharded == pytest.approx(reference_norm(runs, model), abs=1e-5)
+
+
+def test_per_block_compile_composes_with_fsdp_and_checkpointing(runs: Path):
+    assert record(runs, "igpt", 0)["compiled_frames"] > 0 and record(runs, "igpt", 1)["compiled_frames"] > 0
 
 
 def test_meta_built_igpt_is_materialised_with_its_own_init(runs: Path):

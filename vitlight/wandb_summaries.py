@@ -32,22 +32,35 @@ def define_summaries(run: Any) -> None:
         run.define_metric(key, step_metric="trainer/global_step", summary=summary)
 
 
-def run_facts(trainer: Any, pl_module: Any) -> dict[str, float]:
-    """`data/train_size` and `compute/train_flops` of a finished fit, where they can be known."""
+def training_flops_per_image(trainer: Any, pl_module: Any) -> float | None:
+    """Forward + backward FLOPs of one training image through the backbone (meta device), where known.
+
+    Counted before the strategy wraps the model (BestSummaries.setup): an FSDP unit cannot run on
+    shape-only weights.
+    """
+    datamodule = getattr(trainer, "datamodule", None)
+    backbone, hparams = getattr(pl_module, "backbone", None), getattr(pl_module, "hparams", {})
+    if backbone is None or not isinstance(getattr(datamodule, "batch_size", None), int):
+        return None
+    if not (hparams.get("image_size") and hparams.get("channels")):
+        return None
+    from vitlight.analysis.flops import count_training_flops
+
+    size, channels = int(hparams["image_size"]), int(hparams["channels"])
+    return count_training_flops(backbone, (2, channels, size, size)).train_step / 2  # 2: batch norm on 1x1 maps
+
+
+def run_facts(trainer: Any, pl_module: Any, per_image: float | None = None) -> dict[str, float]:
+    """`data/train_size` and `compute/train_flops` of a finished fit, where they can be known
+    (``per_image``: `training_flops_per_image`, counted now when not given)."""
     facts: dict[str, float] = {}
     datamodule = getattr(trainer, "datamodule", None)
     data = datamodule.data_summary() if hasattr(datamodule, "data_summary") else {}
     if isinstance(data.get("train_size"), int):
         facts["data/train_size"] = data["train_size"]
-    backbone, hparams = getattr(pl_module, "backbone", None), getattr(pl_module, "hparams", {})
-    batch = getattr(datamodule, "batch_size", None)
-    if backbone is not None and isinstance(batch, int) and hparams.get("image_size") and hparams.get("channels"):
-        from vitlight.analysis.flops import count_training_flops
-
-        size, channels = int(hparams["image_size"]), int(hparams["channels"])
-        per_image = (
-            count_training_flops(backbone, (2, channels, size, size)).train_step / 2
-        )  # 2: batch norm on 1x1 maps
+    per_image = training_flops_per_image(trainer, pl_module) if per_image is None else per_image
+    if per_image is not None:
+        batch = datamodule.batch_size
         images = trainer.global_step * batch * trainer.accumulate_grad_batches * trainer.world_size
         facts["compute/train_flops"] = float(per_image * images)
     return facts
@@ -56,15 +69,21 @@ def run_facts(trainer: Any, pl_module: Any) -> dict[str, float]:
 class BestSummaries(Callback):
     """Declares the summaries on every WandbLogger before the first value is logged; adds the run facts at the end."""
 
+    def __init__(self) -> None:
+        self.per_image: float | None = None
+
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if not trainer.is_global_zero:
             return
-        for logger in wandb_loggers(trainer.loggers):
+        loggers = wandb_loggers(trainer.loggers)
+        for logger in loggers:
             define_summaries(logger.experiment)
+        if loggers and stage == "fit":
+            self.per_image = training_flops_per_image(trainer, pl_module)  # before any wrapping
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         loggers = wandb_loggers(trainer.loggers) if trainer.is_global_zero else []
         if loggers:
-            facts = run_facts(trainer, pl_module)
+            facts = run_facts(trainer, pl_module, self.per_image)
             for logger in loggers:
                 logger.experiment.summary.update(facts)

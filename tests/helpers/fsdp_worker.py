@@ -1,6 +1,7 @@
 """One rank of the two-process FSDP runs of tests/test_fsdp_gloo.py: torch's FSDP on CPU over gloo,
 through Lightning's Trainer and vitlight.fsdp.BlockFSDP, around a tiny ImageGPT (built on the meta
-device) and a tiny timm ViT, with global-norm clipping on.
+device, compiled per block) and a tiny timm ViT, with global-norm clipping and activation
+checkpointing on, as in the paper-size experiment files.
 
     python -m tests.helpers.fsdp_worker OUT_DIR IMAGE_FOLDER   (environment: LOCAL_RANK, WORLD_SIZE, MASTER_*)
 
@@ -12,6 +13,7 @@ norm on the unwrapped model in its own process and compares.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch._dynamo.utils import counters
 
 from vitlight.data import ImageFolder
 from vitlight.fsdp import BlockFSDP
@@ -74,6 +77,7 @@ class Record(Callback):
             "meta_before_wrapping": self.meta_before_wrapping,
             "strategy": type(trainer.strategy).__name__,
             "wrapped": type(trainer.strategy.model).__name__,
+            "compiled_frames": counters["frames"]["ok"],
         }
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
@@ -85,7 +89,7 @@ def fit(module: L.LightningModule, block: str, images: Path, out: Path) -> None:
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy=BlockFSDP(block_classes=[block]),
+        strategy=BlockFSDP(block_classes=[block], activation_checkpointing=True),
         precision="32-true",
         max_steps=2,
         gradient_clip_val=CLIP,
@@ -103,7 +107,11 @@ def fit(module: L.LightningModule, block: str, images: Path, out: Path) -> None:
 
 def main(out: Path, images: Path) -> None:
     torch.set_num_threads(1)
-    fit(PixelPretrainer(**IGPT, empty_init=True), "vitlight.models.igpt_model.Block", images, out / "igpt")
+    # dynamo captures the same code whatever the backend; inductor's C++ build would take minutes here
+    torch.compile = functools.partial(torch.compile, backend="aot_eager")
+    fit(
+        PixelPretrainer(**IGPT, empty_init=True, compile=True), "vitlight.models.igpt_model.Block", images, out / "igpt"
+    )
     fit(ImageClassifier(**VIT), "timm.models.vision_transformer.Block", images, out / "vit")
 
 

@@ -152,7 +152,8 @@ class ImageClassifier(L.LightningModule):
             self.backbone.compile()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = without_compile_wrapper(checkpoint["state_dict"])
+        if "state_dict" in checkpoint:  # Lightning's FSDP strategy has loaded (and removed) it already
+            checkpoint["state_dict"] = without_compile_wrapper(checkpoint["state_dict"])
 
     @property
     def uses_channels_last(self) -> bool:
