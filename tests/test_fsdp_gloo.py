@@ -1,10 +1,10 @@
 """vitlight.fsdp.BlockFSDP with torch's real FSDP on two CPU processes over gloo (tests/helpers/fsdp_worker.py):
-a tiny ImageGPT built on the meta device and compiled per block, and a tiny timm ViT, each trained two
+a tiny ImageGPT (compiled per block) and a tiny timm ViT, both built on the meta device, each trained two
 clipped steps with activation checkpointing.
 
 Checked against the unwrapped model in this process: weight-decay groups equal name for name although
 every parameter is a 1-D shard; the global norm the clip saw equals the unsharded model's on the same
-weights and batches; the meta-built ImageGPT starts with its own initialisation, not PyTorch's.
+weights and batches; the meta-built models start with their own initialisation, not PyTorch's.
 """
 
 from __future__ import annotations
@@ -158,3 +158,16 @@ def test_meta_built_igpt_is_materialised_with_its_own_init(runs: Path):
     assert initial["model.tok_emb.weight"].std() == pytest.approx(0.02, rel=0.1)  # PyTorch's embedding: N(0, 1)
     assert initial["model.pos_emb"].std() == pytest.approx(0.01, rel=0.1)
     assert initial["model.head.weight"].std() == pytest.approx(0.02, rel=0.1)
+
+
+def test_meta_built_vit_is_materialised_with_timms_init(runs: Path):
+    assert record(runs, "vit", 0)["meta_before_wrapping"]
+    initial = torch.load(runs / "vit" / "initial.pt")
+    for i in range(VIT["model_kwargs"]["depth"]):
+        block = f"backbone.blocks.{i}."
+        for weight in ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight"):
+            assert initial[block + weight].std() == pytest.approx(0.02, rel=0.1)  # trunc_normal(0.02)
+        assert torch.equal(initial[block + "norm1.weight"], torch.ones(VIT["model_kwargs"]["embed_dim"]))
+        assert not initial[block + "mlp.fc1.bias"].any()
+    assert initial["backbone.pos_embed"].std() == pytest.approx(0.02, rel=0.15)
+    assert initial["backbone.cls_token"].abs().max() < 1e-4  # N(0, 1e-6)

@@ -1,6 +1,6 @@
 """One rank of the two-process FSDP runs of tests/test_fsdp_gloo.py: torch's FSDP on CPU over gloo,
-through Lightning's Trainer and vitlight.fsdp.BlockFSDP, around a tiny ImageGPT (built on the meta
-device, compiled per block) and a tiny timm ViT, with global-norm clipping and activation
+through Lightning's Trainer and vitlight.fsdp.BlockFSDP, around a tiny ImageGPT (compiled per block)
+and a tiny timm ViT, both built on the meta device, with global-norm clipping and activation
 checkpointing on, as in the paper-size experiment files.
 
     python -m tests.helpers.fsdp_worker OUT_DIR IMAGE_FOLDER   (environment: LOCAL_RANK, WORLD_SIZE, MASTER_*)
@@ -112,7 +112,7 @@ def main(out: Path, images: Path) -> None:
     fit(
         PixelPretrainer(**IGPT, empty_init=True, compile=True), "vitlight.models.igpt_model.Block", images, out / "igpt"
     )
-    fit(ImageClassifier(**VIT), "timm.models.vision_transformer.Block", images, out / "vit")
+    fit(ImageClassifier(**VIT, empty_init=True), "timm.models.vision_transformer.Block", images, out / "vit")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import torch
 from tests.conftest import write_image_folder
 from vitlight.data import ImageFolder
 from vitlight.errors import ConfigError
+from vitlight.tasks import ImageClassifier
 from vitlight.tasks.pixel_pretrain import PixelPretrainer
 
 GB = 2**30
@@ -76,3 +77,33 @@ def test_empty_init_is_materialised_with_igpts_init_under_a_plain_strategy(tmp_p
 def test_empty_init_cannot_start_from_a_checkpoint():
     with pytest.raises(ConfigError, match="empty_init .*checkpoint_path"):
         PixelPretrainer(preset="igpt-tiny", empty_init=True, checkpoint_path="some.ckpt")
+
+
+VIT = dict(
+    model_name="vit_tiny_patch16_224",
+    model_kwargs={"patch_size": 4, "embed_dim": 64, "depth": 2, "num_heads": 2},
+    num_classes=10,
+    image_size=16,
+)
+
+
+def test_empty_init_vit_is_materialised_with_timms_init():
+    torch.manual_seed(0)
+    built = ImageClassifier(**VIT)  # timm's own init, as a reference
+    empty = ImageClassifier(**VIT, empty_init=True)
+    assert all(p.is_meta for p in empty.parameters())
+    empty._materialise(torch.device("cpu"))
+    for (name, theirs), ours in zip(built.state_dict().items(), empty.state_dict().values()):
+        assert ours.shape == theirs.shape and not ours.is_meta
+        spread = 4 * float(theirs.std()) / ours.numel() ** 0.5  # four standard errors of a mean
+        assert float(ours.mean()) == pytest.approx(float(theirs.mean()), abs=spread + 1e-6), name
+        rel = max(0.1, 4 / (2 * ours.numel()) ** 0.5)  # four standard errors of a standard deviation
+        assert float(ours.std()) == pytest.approx(float(theirs.std()), rel=rel, abs=1e-5), name
+    assert "empty_init" not in empty.hparams
+
+
+def test_empty_init_is_refused_where_it_cannot_work():
+    with pytest.raises(ConfigError, match="not one"):
+        ImageClassifier(model_name="resnet18", num_classes=10, image_size=32, empty_init=True)
+    with pytest.raises(ConfigError, match="EMA"):
+        ImageClassifier(**VIT, empty_init=True, ema_decay=0.99)
