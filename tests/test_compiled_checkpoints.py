@@ -122,6 +122,8 @@ def test_compiled_vit_checkpoint_loads_everywhere(tmp_path: Path, images: Path):
     )
 
 
+@pytest.mark.slow  # inductor builds the per-block iGPT for ~1.5 min; tests/tasks/test_igpt_compile.py keeps
+# compile's frames and the checkpoint keys in the default run
 def test_compiled_igpt_checkpoint_loads_everywhere(tmp_path: Path, images: Path):
     ckpt = fit(
         tmp_path,

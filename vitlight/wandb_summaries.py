@@ -46,22 +46,35 @@ def plain_summaries(best: dict[str, float]) -> dict[str, float]:
     return {entry: value for key, value in best.items() for entry in (key, f"{key}_{BEST_SUMMARIES[key]}")}
 
 
-def run_facts(trainer: Any, pl_module: Any) -> dict[str, float]:
-    """`data/train_size` and `compute/train_flops` of a finished fit, where they can be known."""
+def training_flops_per_image(trainer: Any, pl_module: Any) -> float | None:
+    """Forward + backward FLOPs of one training image through the backbone (meta device), where known.
+
+    Counted before the strategy wraps the model (BestSummaries.setup): an FSDP unit cannot run on
+    shape-only weights.
+    """
+    datamodule = getattr(trainer, "datamodule", None)
+    backbone, hparams = getattr(pl_module, "backbone", None), getattr(pl_module, "hparams", {})
+    if backbone is None or not isinstance(getattr(datamodule, "batch_size", None), int):
+        return None
+    if not (hparams.get("image_size") and hparams.get("channels")):
+        return None
+    from vitlight.analysis.flops import count_training_flops
+
+    size, channels = int(hparams["image_size"]), int(hparams["channels"])
+    return count_training_flops(backbone, (2, channels, size, size)).train_step / 2  # 2: batch norm on 1x1 maps
+
+
+def run_facts(trainer: Any, pl_module: Any, per_image: float | None = None) -> dict[str, float]:
+    """`data/train_size` and `compute/train_flops` of a finished fit, where they can be known
+    (``per_image``: `training_flops_per_image`, counted now when not given)."""
     facts: dict[str, float] = {}
     datamodule = getattr(trainer, "datamodule", None)
     data = datamodule.data_summary() if hasattr(datamodule, "data_summary") else {}
     if isinstance(data.get("train_size"), int):
         facts["data/train_size"] = data["train_size"]
-    backbone, hparams = getattr(pl_module, "backbone", None), getattr(pl_module, "hparams", {})
-    batch = getattr(datamodule, "batch_size", None)
-    if backbone is not None and isinstance(batch, int) and hparams.get("image_size") and hparams.get("channels"):
-        from vitlight.analysis.flops import count_training_flops
-
-        size, channels = int(hparams["image_size"]), int(hparams["channels"])
-        per_image = (
-            count_training_flops(backbone, (2, channels, size, size)).train_step / 2
-        )  # 2: batch norm on 1x1 maps
+    per_image = training_flops_per_image(trainer, pl_module) if per_image is None else per_image
+    if per_image is not None:
+        batch = datamodule.batch_size
         images = trainer.global_step * batch * trainer.accumulate_grad_batches * trainer.world_size
         facts["compute/train_flops"] = float(per_image * images)
     return facts
@@ -75,12 +88,16 @@ class BestSummaries(Callback):
         self.best: dict[str, float] = {}
         self.facts: dict[str, float] = {}
         self._declared = False
+        self.per_image: float | None = None  # training FLOPs of one image, counted before any wrapping
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if not trainer.is_global_zero or self._declared:
             return
-        for logger in wandb_loggers(trainer.loggers):
+        loggers = wandb_loggers(trainer.loggers)
+        for logger in loggers:
             define_summaries(logger.experiment)
+        if loggers and stage == "fit":
+            self.per_image = training_flops_per_image(trainer, pl_module)  # before any wrapping
         self._declared = True
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
@@ -94,7 +111,7 @@ class BestSummaries(Callback):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         loggers = wandb_loggers(trainer.loggers) if trainer.is_global_zero else []
         if loggers:
-            self.facts = run_facts(trainer, pl_module)
+            self.facts = run_facts(trainer, pl_module, self.per_image)
             for logger in loggers:
                 logger.experiment.summary.update({**self.facts, **plain_summaries(self.best)})
 

@@ -1,5 +1,6 @@
 """The GPU path, on a CUDA device (run by the prepared script in docs/performance.md): bf16 by default,
-no host sync in vitlight's step code under torch.cuda.set_sync_debug_mode("error"), FSDP by block."""
+no host sync in vitlight's step code under torch.cuda.set_sync_debug_mode("error"), FSDP by block with
+global-norm clipping, fused AdamW, and the iGPT built on the meta device and compiled per block."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class SyncErrorsInVitlightSteps(Callback):
 def _fit(tmp_path: Path, experiment: str, *extra: str) -> dict:
     from vitlight.cli import main
 
-    images = write_image_folder(tmp_path / "images", per_class=24, size=32)
+    images = write_image_folder(tmp_path / "images", per_class=24, size=28)
     runs = tmp_path / "runs"
     args = [
         "fit",
@@ -48,7 +49,7 @@ def _fit(tmp_path: Path, experiment: str, *extra: str) -> dict:
         "--data.data_dir",
         str(images),
         "--data.image_size",
-        "32",
+        "28",  # the quickstart ViT's patches are 7 px
         "--data.batch_size",
         "8",
         "--runs_dir",
@@ -111,21 +112,61 @@ def test_no_sync_in_vitlight_steps_under_cuda_debug_mode(
     assert this  # a sync in a checked step raises inside fit, which then returns non-zero
 
 
-def test_fsdp_by_block_trains_and_writes_a_readable_checkpoint(tmp_path: Path, monkeypatch):
+class FusedAdamW(Callback):
+    """Fails the run unless AdamW took its fused CUDA kernel (vitlight.tasks.optim.build_optimizer)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        assert trainer.optimizers[0].defaults["fused"] is True
+
+
+FSDP_CLIPPED = [
+    "--trainer.devices",
+    "1",
+    "--trainer.gradient_clip_val",
+    "1.0",
+    "--trainer.gradient_clip_algorithm",
+    "norm",  # Lightning's own FSDP precision refuses this; BlockFSDP clips over the shards
+    "--trainer.callbacks+=tests.gpu.test_gpu_path.FusedAdamW",
+    "--trainer.strategy",
+    "vitlight.fsdp.BlockFSDP",
+    "--trainer.strategy.activation_checkpointing",
+    "true",
+]
+
+
+def test_fsdp_by_block_trains_clipped_and_writes_a_readable_checkpoint(tmp_path: Path, monkeypatch):
     from vitlight.checkpoints import load_module
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     summary = _fit(
         tmp_path,
         "quickstart.yaml",
-        "--trainer.strategy",
-        "vitlight.fsdp.BlockFSDP",
+        *FSDP_CLIPPED,
         "--trainer.strategy.block_classes",
         "[timm.models.vision_transformer.Block]",
-        "--trainer.devices",
-        "1",
     )
     assert summary["status"] == "finished"
     checkpoint = next(tmp_path.glob("runs/*/*/checkpoints/last.ckpt"))
     module, _ = load_module(checkpoint)
     assert sum(p.numel() for p in module.parameters()) > 0
+
+
+def test_fsdp_igpt_built_on_meta_compiled_per_block_trains_clipped(tmp_path: Path, monkeypatch):
+    """igpt_xl_cifar10's settings on the tiny iGPT: empty init, blocks compiled, FSDP units, checkpointing."""
+    from vitlight.checkpoints import load_module
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    summary = _fit(
+        tmp_path,
+        "igpt_tiny_quickstart.yaml",
+        *FSDP_CLIPPED,
+        "--trainer.strategy.block_classes",
+        "[vitlight.models.igpt_model.Block]",
+        "--model.init_args.empty_init",
+        "true",
+        "--model.init_args.compile",
+        "true",
+    )
+    assert summary["status"] == "finished"
+    module, _ = load_module(next(tmp_path.glob("runs/*/*/checkpoints/last.ckpt")))
+    assert 0.005 < float(module.model.blocks[0].attn.qkv.weight.std()) < 0.1  # iGPT's init, barely trained

@@ -111,6 +111,8 @@ class Block(nn.Module):
             nn.Linear(hidden, cfg.n_embd),
             nn.Dropout(cfg.dropout),
         )
+        for projection in (self.attn.proj, self.mlp[2]):  # residual outputs: smaller init (init_module_parameters)
+            projection.residual_output = True
 
     def forward(self, x: Tensor, causal: bool, kv: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
         x = x + self.attn(self.ln_1(x), causal, kv, start)
@@ -148,18 +150,46 @@ class ImageGPT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # GPT-2 init; residual output projections shrink with depth so the stream stays O(1).
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=0.02)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.pos_emb, std=0.01)
-        if self.sos is not None:
-            nn.init.normal_(self.sos, std=0.02)
+        for module in [*self.modules()][1:] + [self]:  # own parameters last: the order of the random draws
+            self.init_module_parameters(module)
+
+    def init_module_parameters(self, module: nn.Module) -> None:
+        """GPT-2's initialisation of one module's own parameters (not its children's), so that a model
+        built on the meta device can be materialised piece by piece (vitlight.fsdp.BlockFSDP).
+
+        Linear and embedding weights N(0, 0.02), biases 0, norms 1 (and bias 0); the residual output
+        projections shrink with depth, N(0, 0.02 / sqrt(2 n_layer)), so the stream stays O(1);
+        position embeddings N(0, 0.01), the SOS vector N(0, 0.02).
+        """
+        with torch.no_grad():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                residual = getattr(module, "residual_output", False)
+                std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if residual else 0.02
+                nn.init.normal_(module.weight, std=std)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+                module.reset_parameters()
+            elif module is self:
+                nn.init.normal_(self.pos_emb, std=0.01)
+                if self.sos is not None:
+                    nn.init.normal_(self.sos, std=0.02)
+
+    def materialise(self, device: torch.device | str) -> None:
+        """Allocates a model built on the meta device on ``device`` and initialises it (no-op otherwise)."""
+        if any(p.is_meta for p in self.parameters()):
+            self.to_empty(device=device)
+            self._init_weights()
+
+    def compile_blocks(self, **options: object) -> None:
+        """torch.compile each block in place (options: torch.compile's). Blocks are the code a step runs
+        (callers use `features`, `ln_f` and `head` directly, which compiling this module's `__call__`
+        would miss), the unit FSDP shards and activation checkpointing recomputes; they share one
+        code object, so all of them reuse the first block's compiled graph."""
         for block in self.blocks:
-            for proj in (block.attn.proj, block.mlp[2]):
-                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * self.cfg.n_layer))
+            # a block FSDP or checkpointing has wrapped was compiled before it was wrapped
+            if isinstance(block, Block) and getattr(block, "_compiled_call_impl", None) is None:
+                block.compile(**options)
 
     def sos_vector(self) -> Tensor:
         """The learned start-of-sequence input (n_embd,)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
 import timm
@@ -122,3 +123,36 @@ def apply_cifar_stem(model: nn.Module, channels: int) -> None:
 def is_convnet(model: nn.Module) -> bool:
     """CNNs run faster in channels_last; models with attention layers gain nothing from it."""
     return not any("Attention" in type(module).__name__ for module in model.modules())
+
+
+def check_empty_init(backbone: nn.Module, name: str) -> None:
+    """Only timm's VisionTransformer says how to initialise it one module at a time (its `init_weights`
+    is a root step plus one function per module), which materialising a meta-built model needs."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    if (
+        not isinstance(backbone, VisionTransformer)
+        or backbone.fix_init
+        or backbone.weight_init_mode not in ("", "reset")
+    ):
+        raise ConfigError(
+            f"model.empty_init builds timm's VisionTransformer on the meta device (ViT-H) with its default init; "
+            f"{name} is not one (or its weight_init/fix_init need the whole model); drop empty_init"
+        )
+
+
+def init_vit_module(vit: nn.Module, module: nn.Module) -> None:
+    """timm's initialisation (its `init_weights`, the model's own mode) of one module's own parameters."""
+    from timm.layers import trunc_normal_
+    from timm.models.vision_transformer import get_init_weights_vit
+
+    if module is vit:
+        if vit.pos_embed is not None:
+            trunc_normal_(vit.pos_embed, std=0.02)
+        for token in (vit.cls_token, vit.reg_token):
+            if token is not None:
+                nn.init.normal_(token, std=1e-6)
+        return
+    mode = vit.weight_init_mode
+    head_bias = -math.log(vit.num_classes) if "nlhb" in mode else 0.0
+    get_init_weights_vit(mode, head_bias, needs_reset=True)(module)

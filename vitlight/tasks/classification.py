@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -16,10 +17,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from vitlight.checkpoints import without_compile_wrapper
 from vitlight.errors import ConfigError
+from vitlight.fsdp import BlockFSDP
 from vitlight.syncs import log_due
-from vitlight.tasks.backbones import apply_cifar_stem, create_backbone, is_convnet
+from vitlight.tasks.backbones import apply_cifar_stem, check_empty_init, create_backbone, init_vit_module, is_convnet
 from vitlight.tasks.inputs import batch_stage
-from vitlight.tasks.optim import scale_learning_rate, weight_decay_groups
+from vitlight.tasks.optim import build_optimizer, decay_plan, scale_learning_rate, weight_decay_groups
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 from vitlight.tasks.weights import load_backbone_weights
 
@@ -57,6 +59,7 @@ class ImageClassifier(L.LightningModule):
         channels_last: bool | None = None,
         cudnn_benchmark: bool | None = None,
         compile: bool = False,
+        empty_init: bool = False,
     ) -> None:
         """
         Args:
@@ -83,14 +86,27 @@ class ImageClassifier(L.LightningModule):
             cudnn_benchmark: let cuDNN time its convolution algorithms on the first batches and keep the fastest
                 (5-15 % on ResNet-like models); None means on for CNNs on a GPU unless the trainer is deterministic.
             compile: torch.compile the backbone.
+            empty_init: build the ViT on the meta device (no memory; ViT-H); under vitlight.fsdp.BlockFSDP each
+                rank materialises only its own shards, block by block, with timm's initialisation; under any
+                other strategy it is materialised whole before training.
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"], logger=False)
+        # empty_init is not a hyperparameter: a module rebuilt from a checkpoint must have real weights to load
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "empty_init"], logger=False)
+        self.empty_init = empty_init
+        if empty_init and (pretrained or checkpoint_path or ema_decay is not None):
+            raise ConfigError(
+                "model.empty_init builds the backbone without weights: it cannot load pretrained or checkpoint "
+                "weights nor copy them into an EMA; drop empty_init (resuming with --ckpt_path works with either)"
+            )
         if num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
-        self.backbone = create_backbone(model_name, num_classes, image_size, channels, model_kwargs, pretrained)
+        with torch.device("meta") if empty_init else contextlib.nullcontext():
+            self.backbone = create_backbone(model_name, num_classes, image_size, channels, model_kwargs, pretrained)
+        if empty_init:
+            check_empty_init(self.backbone, model_name)
         if cifar_stem:
             apply_cifar_stem(self.backbone, channels)
         if checkpoint_path:
@@ -112,6 +128,7 @@ class ImageClassifier(L.LightningModule):
         self._window_started: float | None = None
         self._window_images = 0
         self._ema_step = -1  # the optimizer step the average last took in
+        self._decay_plan: dict[str, bool] | None = None
 
     # ----- construction helpers -------------------------------------------------------
     def _freeze_all_but_head(self) -> None:
@@ -147,8 +164,13 @@ class ImageClassifier(L.LightningModule):
         return ema
 
     def configure_model(self) -> None:
-        # before the strategy wraps the model: DDP lays out its gradient buckets by the parameters' strides
-        # as they are at wrapping time, so the memory format must be final by then
+        # runs before any strategy wraps the backbone: weight decay by the names and shapes as built
+        if self._trainer is not None and not isinstance(self.trainer.strategy, BlockFSDP):
+            self._materialise(self.trainer.strategy.root_device)  # BlockFSDP does it block by block
+        if self._decay_plan is None:
+            self._decay_plan = decay_plan(self.backbone)
+        # DDP, too, lays out its gradient buckets by the parameters' strides as they are at wrapping time,
+        # so the memory format must be final by then
         if self.uses_channels_last:
             self.backbone.to(memory_format=torch.channels_last)
             if self.ema is not None:
@@ -159,8 +181,21 @@ class ImageClassifier(L.LightningModule):
         if self.hparams.compile and getattr(self.backbone, "_compiled_call_impl", None) is None:
             self.backbone.compile()
 
+    def init_module_parameters(self, module: nn.Module) -> None:
+        """timm's initialisation of one module's own parameters (vitlight.fsdp.BlockFSDP materialises an
+        empty-init backbone with it, one FSDP unit at a time)."""
+        init_vit_module(self.backbone, module)
+
+    def _materialise(self, device: torch.device) -> None:
+        if any(p.is_meta for p in self.backbone.parameters()):
+            self.backbone.to_empty(device=device)
+            with torch.no_grad():
+                for module in [*self.backbone.modules()][1:] + [self.backbone]:
+                    self.init_module_parameters(module)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = without_compile_wrapper(checkpoint["state_dict"])
+        if "state_dict" in checkpoint:  # Lightning's FSDP strategy has loaded (and removed) it already
+            checkpoint["state_dict"] = without_compile_wrapper(checkpoint["state_dict"])
 
     def _target_device_type(self) -> str:
         # configure_model runs before the strategy moves the module: ask the trainer where it will run
@@ -282,7 +317,7 @@ class ImageClassifier(L.LightningModule):
 
     # ----- optimisation ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(weight_decay_groups(self.backbone))
+        optimizer = build_optimizer(self.optimizer_factory, weight_decay_groups(self.backbone, self._decay_plan))
         if self.hparams.base_batch_size is not None:
             lr, batch = scale_learning_rate(optimizer, self.trainer, self.hparams.base_batch_size)
             log.info(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from timm.optim import param_groups_weight_decay
+from collections.abc import Callable
+
+import torch
 from torch import nn
 from torch.optim import Optimizer
 
@@ -26,18 +28,77 @@ def no_weight_decay_names(module: nn.Module) -> set[str]:
     return names & known
 
 
-def weight_decay_groups(module: nn.Module) -> list[dict]:
-    """[decaying group, non-decaying group] by timm's `param_groups_weight_decay`: biases, norms
-    (every parameter of dim < 2) and the names in `no_weight_decay()` (position embeddings,
-    class/SOS tokens) do not decay.
+# segments that wrappers insert into parameter names: FSDP units, activation checkpointing, torch.compile
+WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def plain_name(name: str) -> str:
+    """A parameter's name in the model as written, whatever wraps its modules."""
+    for segment in WRAPPER_SEGMENTS:
+        name = name.replace(segment, "")
+    return name
+
+
+def decay_plan(module: nn.Module) -> dict[str, bool]:
+    """Whether each parameter (by plain name) decays, decided on the model as built: timm's rule
+    (`param_groups_weight_decay`): biases, every parameter of dim < 2 (norms) and the names in
+    `no_weight_decay()` (position embeddings, class/SOS tokens) do not.
+
+    Decided before FSDP wraps the model: with `use_orig_params` and FULL_SHARD every parameter
+    becomes a 1-D shard, so a dimension test afterwards would put everything in the no-decay group.
+    """
+    names = [name for name, _ in module.named_parameters()]
+    if any("_fsdp_wrapped_module." in name for name in names):
+        raise RuntimeError("weight-decay groups must be decided before FSDP wraps the model (tasks: configure_model)")
+    skip = no_weight_decay_names(module)
+    return {
+        plain_name(name): not (p.ndim <= 1 or name.endswith(".bias") or name in skip)
+        for name, p in module.named_parameters()
+    }
+
+
+def weight_decay_groups(module: nn.Module, plan: dict[str, bool] | None = None) -> list[dict]:
+    """[decaying group, non-decaying group] (an empty one left out) of the trainable parameters, by
+    the names in ``plan`` (`decay_plan`, made before any wrapping; None decides now, on an unwrapped module).
 
     The decaying group takes the optimizer's own `weight_decay` (the YAML's value); the other
     pins it to 0.
     """
-    groups = param_groups_weight_decay(module, weight_decay=1.0, no_weight_decay_list=no_weight_decay_names(module))
-    decay = [{"params": g["params"]} for g in groups if g["weight_decay"]]  # the optimizer's own value
-    no_decay = [g for g in groups if not g["weight_decay"]]
-    return decay + no_decay
+    plan = decay_plan(module) if plan is None else plan
+    decay, no_decay = [], []
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        key = plain_name(name)
+        if key not in plan:
+            raise RuntimeError(f"parameter {key} was added after the weight-decay groups were decided")
+        (decay if plan[key] else no_decay).append(parameter)
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def fused_allowed(optimizer: Optimizer) -> bool:
+    """Whether ``optimizer`` can switch to its fused CUDA kernel (one kernel for all parameters, as
+    nanoGPT does): it has one (Adam, AdamW, SGD), the user left `fused` unset and asked for neither
+    `foreach` nor `differentiable`, and every parameter is a floating CUDA tensor."""
+    options = optimizer.defaults
+    if "fused" not in options or options["fused"] is not None:
+        return False
+    if options.get("foreach") or options.get("differentiable"):
+        return False
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return bool(params) and all(p.device.type == "cuda" and p.dtype in FUSED_DTYPES for p in params)
+
+
+def build_optimizer(factory: Callable[..., Optimizer], groups: list[dict]) -> Optimizer:
+    """The YAML's optimizer over ``groups``, fused where `fused_allowed` says it can be."""
+    optimizer = factory(groups)
+    if fused_allowed(optimizer):
+        optimizer = factory(groups, fused=True)  # nothing was stepped yet: the first one is simply dropped
+    return optimizer
 
 
 def global_batch_size(trainer) -> int:

@@ -16,6 +16,7 @@ fine-tuning objective) and ``acc``, ``cls_loss`` and ``gen_loss`` are logged as 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,22 +31,19 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitlight.errors import CheckpointError, ConfigError
-from vitlight.models.igpt import IGPT_PRESETS, IGPTConfig, ImageGPT
+from vitlight.fsdp import BlockFSDP
+from vitlight.models.igpt import ImageGPT
 from vitlight.models.igpt_transformers import PALETTE_KIND as OPENAI_PALETTE_KIND
 from vitlight.models.palette import Palette
 from vitlight.tasks.inputs import augmented_uint8_batch
-from vitlight.tasks.optim import weight_decay_groups
+from vitlight.tasks.optim import build_optimizer, decay_plan, weight_decay_groups
+from vitlight.tasks.pixel_arguments import check_arguments, igpt_config
 from vitlight.tasks.pixel_weights import PALETTE_KEY, load_pixel_weights
-from vitlight.tasks.pixels import Tokenizer, bits_per_token, channels_last, check_palette_settings, data_palette
+from vitlight.tasks.pixels import Tokenizer, bits_per_token, channels_last, data_palette
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
 log = logging.getLogger(__name__)
 
-# IGPTConfig architecture options per PixelPretrainer.architecture
-OPENAI_ARCHITECTURE: dict[str, dict[str, Any]] = {
-    "vitlight": {},
-    "openai": {"norm": "rmsnorm", "activation": "quick_gelu", "sos_in_token_embedding": True},
-}
 STAGES = ("train", "val", "test")
 
 
@@ -78,6 +76,7 @@ class PixelPretrainer(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = WarmupCosine,
         compile: bool = False,
+        empty_init: bool = False,
     ) -> None:
         """
         Args:
@@ -107,15 +106,27 @@ class PixelPretrainer(L.LightningModule):
             channels: linked from the data module.
             optimizer: optimizer class and arguments; weight decay applies only to weights with >= 2 dims.
             lr_scheduler: schedule stepped every optimizer step; WarmupCosine learns its length from the trainer.
-            compile: torch.compile the ImageGPT (in place: checkpoint keys stay those of the plain model).
+            compile: torch.compile each ImageGPT block (in place: checkpoint keys stay those of the plain model).
+            empty_init: build the ImageGPT on the meta device (no memory) for the paper-size models; under
+                vitlight.fsdp.BlockFSDP each rank materialises only its own shards, block by block, with
+                ImageGPT's initialisation, under any other strategy it is materialised whole before training.
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        # empty_init is not a hyperparameter: a module rebuilt from a checkpoint must have real weights to load
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "empty_init"])
+        self.empty_init = empty_init
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
-        self._check_arguments()
-        self.model = ImageGPT(self._config())
+        check_arguments(self.hparams)
+        if empty_init and checkpoint_path:
+            raise ConfigError(
+                "model.empty_init builds the model without weights and cannot start from model.checkpoint_path; "
+                "drop empty_init to fine-tune (resuming a run with --ckpt_path works with either)"
+            )
+        with torch.device("meta") if empty_init else contextlib.nullcontext():
+            self.model = ImageGPT(igpt_config(self.hparams))
         self.classifier = nn.Linear(self.model.hidden_size, num_classes) if classifier_weight > 0 else None
+        self._decay_plan: dict[str, bool] | None = None  # decided in configure_model, before any wrapping
         self.palette: Palette | None = None
         self.tokenizer: Tokenizer | None = None
         self.mean_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})  # weighted by images
@@ -128,59 +139,17 @@ class PixelPretrainer(L.LightningModule):
             self._load_pretrained(checkpoint_path)
 
     def configure_model(self) -> None:
-        if self.hparams.compile and getattr(self.model, "_compiled_call_impl", None) is None:
-            self.model.compile()
+        """Runs before the strategy wraps the model: materialises an empty-init model the strategy will not
+        build shard by shard, and compiles each block (the unit of FSDP and activation checkpointing).
+        The weight-decay groups are decided here too, while parameter names and shapes are the model's own."""
+        if self._decay_plan is None:
+            self._decay_plan = decay_plan(self)
+        if self.empty_init and self._trainer is not None and not isinstance(self.trainer.strategy, BlockFSDP):
+            self.model.materialise(self.trainer.strategy.root_device)
+        if self.hparams.compile:
+            self.model.compile_blocks()
 
     # ----- construction ---------------------------------------------------------------
-    def _check_arguments(self) -> None:
-        h = self.hparams
-        if h.preset not in IGPT_PRESETS:
-            raise ConfigError(f"model.preset {h.preset!r} is not an ImageGPT preset; valid: {', '.join(IGPT_PRESETS)}")
-        if h.architecture not in OPENAI_ARCHITECTURE:
-            raise ConfigError(
-                f"model.architecture must be one of {', '.join(OPENAI_ARCHITECTURE)}, got {h.architecture!r}"
-            )
-        if h.architecture == "openai" and h.objective != "autoregressive":
-            raise ConfigError(
-                "model.architecture 'openai' is autoregressive (its SOS vector is a token row); set model.objective: "
-                "autoregressive"
-            )
-        if h.objective not in ("autoregressive", "bert"):
-            raise ConfigError(f"model.objective must be 'autoregressive' or 'bert', got {h.objective!r}")
-        if not 0.0 < h.mask_fraction < 1.0:
-            raise ConfigError(f"model.mask_fraction must be in (0, 1), got {h.mask_fraction}")
-        if h.classifier_weight < 0 or h.generative_weight < 0 or h.classifier_weight + h.generative_weight == 0:
-            raise ConfigError(
-                f"model.classifier_weight ({h.classifier_weight}) and model.generative_weight ({h.generative_weight}) "
-                "must be >= 0 and not both 0"
-            )
-        if h.classifier_weight > 0 and h.num_classes < 2:
-            raise ConfigError(f"num_classes must be at least 2 for a classifier, got {h.num_classes}")
-        check_palette_settings(h.palette, h.palette_size, h.channels)
-        tokens = h.image_size**2
-        if h.n_positions is not None and h.n_positions < tokens:
-            raise ConfigError(
-                f"data.image_size {h.image_size} makes {tokens} tokens per image, more than model.n_positions="
-                f"{h.n_positions}; raise n_positions or lower the image size"
-            )
-
-    def _config(self) -> IGPTConfig:
-        h = self.hparams
-        layers, width, heads = IGPT_PRESETS[h.preset]
-        try:
-            return IGPTConfig(
-                vocab_size=h.palette_size,
-                n_positions=h.n_positions or h.image_size**2,
-                n_layer=h.n_layer or layers,
-                n_embd=h.n_embd or width,
-                n_head=h.n_head or heads,
-                dropout=h.dropout,
-                causal=h.objective == "autoregressive",
-                **OPENAI_ARCHITECTURE[h.architecture],
-            )
-        except ValueError as error:
-            raise ConfigError(f"model: {error}") from None
-
     @classmethod
     def from_transformers(cls, path_or_hub_name: str, **overrides: Any) -> PixelPretrainer:
         """A PixelPretrainer shaped like OpenAI's model in a transformers folder (or hub name), with its
@@ -431,7 +400,7 @@ class PixelPretrainer(L.LightningModule):
         complete_schedules(self.trainer)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(weight_decay_groups(self))
+        optimizer = build_optimizer(self.optimizer_factory, weight_decay_groups(self, self._decay_plan))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)  # WarmupCosine gets its length in on_train_start
