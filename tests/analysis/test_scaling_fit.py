@@ -107,3 +107,15 @@ def test_not_identifiable_fits_give_a_reason_instead_of_numbers(x, y, reason):
     other = sf.fit_family("ViT", *runs(VIT), replicates=50)
     crossing = sf.crossover(other, fit)
     assert crossing.status == "not identifiable" and crossing.size is None and reason in crossing.text
+
+
+def test_resampling_seeds_keeps_the_standard_error_of_each_mean():
+    """Two seeds per size: a plain bootstrap halves the variance of a size's mean; the widened one keeps s^2/m."""
+    x = np.asarray([100.0, 100.0, 200.0, 200.0, 400.0, 400.0])
+    y = np.asarray([0.30, 0.34, 0.20, 0.21, 0.12, 0.16])
+    bx, by, how = sf._resamples(x, y, np.random.default_rng(0), 20000)
+    assert how.startswith("over seeds") and (bx == x).all()  # each size keeps its count of runs
+    for size in (100.0, 200.0, 400.0):
+        means = by[:, x == size].mean(axis=1)
+        assert means.var() == pytest.approx(y[x == size].var(ddof=1) / 2, rel=0.05)
+        assert means.mean() == pytest.approx(y[x == size].mean(), abs=1e-3)

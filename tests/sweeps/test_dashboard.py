@@ -20,7 +20,7 @@ SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
 def test_each_study_gets_size_flops_parallel_and_crossover_panels(path: Path):
     spec = load_spec(path)
     view = build_spec(spec)
-    size, flops, parallel, crossover = view["sections"][0]["panels"]
+    size, flops, parallel, crossover = view["sections"][0]["panels"][:4]
     assert (size["x"], flops["x"]) == ({"summary": SIZE_KEY}, {"summary": FLOPS_KEY})
     assert size["y"] == flops["y"] == {"summary": spec.metric} and size["log_x"] and flops["log_x"]
     assert size["groupby"] == view["runset"]["groupby"] and size["groupby"][0] == "model.init_args.model_name"
@@ -51,7 +51,7 @@ def test_offline_writes_the_spec_beside_the_sweep_folder_and_says_how_to_publish
     # the written spec becomes the wandb-workspaces view unchanged
     workspace = to_workspace({**view, "entity": "someone"})
     kinds = [type(panel).__name__ for panel in workspace.sections[0].panels]
-    assert kinds == ["ScatterPlot", "ScatterPlot", "ParallelCoordinatesPlot", "MarkdownPanel"]
+    assert kinds == ["ScatterPlot", "ScatterPlot", "ParallelCoordinatesPlot", "MarkdownPanel", "CustomChart"]
     size = workspace.sections[0].panels[0]
     assert (size.x.name, size.y.name, size.log_x) == (SIZE_KEY, "test/acc", True)
     assert [key.name for key in workspace.runset_settings.groupby] == ["model.init_args.model_name"]

@@ -150,11 +150,11 @@ def markdown(fits: StudyFits, plots: dict[str, str]) -> list[str]:
         f"### Where the fitted curves cross ({level} interval)",
         "",
     ]
+    others = [f"- {pair.text}" for pair in fits.pairs if pair is not fits.headline]
     if fits.headline:
-        lines += [f"**{fits.headline.text}.**", ""]
-    lines += [f"- {pair.text}" for pair in fits.pairs if pair is not fits.headline] or (
-        [] if fits.headline else ["No ViT and CNN families to compare."]
-    )
+        lines += [f"**{fits.headline.text}.**", *([""] + others if others else [])]
+    else:
+        lines += others or ["No ViT and CNN families to compare."]
     lines += [
         "",
         f"### What more data would buy (extrapolated beyond the largest measured size, {level} interval)",

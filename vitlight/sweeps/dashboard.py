@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vitlight.analysis import fit_wandb
 from vitlight.errors import ConfigError
 from vitlight.sweeps.spec import SweepSpec, load_spec
 
@@ -98,6 +99,7 @@ def build_spec(
             "columns": [{"config": name} for name in searched] + [{"summary": metric}],
         },
         {"type": "markdown", "title": "crossover (vitlight report)", "markdown": crossover_table(spec, folder)},
+        fit_wandb.fit_curve_panel(metric),  # the report run's fitted power laws (vitlight.analysis.fit_wandb)
     ]
     return {
         "name": f"vitlight {spec.name}",
@@ -137,6 +139,8 @@ def to_workspace(view: dict[str, Any]) -> Any:
             panels.append(wr.ParallelCoordinatesPlot(title=panel["title"], columns=columns))
         elif panel["type"] == "markdown":
             panels.append(wr.MarkdownPanel(markdown=panel["markdown"]))
+        elif panel["type"] == "custom_chart":
+            panels.append(fit_wandb.to_panel(panel))
     return ws.Workspace(
         name=view["name"],
         entity=view["entity"],
