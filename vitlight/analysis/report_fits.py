@@ -120,8 +120,13 @@ def _fit_table(fits: dict[str, sf.PowerLawFit], x_name: str) -> list[str]:
     ]
     for family, fit in fits.items():
         if fit.identifiable:
+            bound = (
+                " (interval reaches the range's edge)"
+                if fit.b.high >= sf.B_MAX * 0.99 or fit.b.low <= sf.B_MIN * 1.01
+                else ""
+            )
             lines.append(
-                f"| {family} | {_interval(fit.b)} | {_interval(fit.c)} | {_interval(fit.a)} | {fit.n_points} | "
+                f"| {family} | {_interval(fit.b)}{bound} | {_interval(fit.c)} | {_interval(fit.a)} | {fit.n_points} | "
                 f"{fit.rmse:.3g} |"
             )
         else:
