@@ -228,6 +228,9 @@ def plot_fits(
         ax.axvspan(crossing.size.low, crossing.size.high, color="grey", alpha=0.12, linewidth=0)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    measured = [error_of(metric, r.metrics[metric]) for r in records if metric in r.metrics]
+    if measured and min(measured) > 0:  # bands of loosely pinned fits stay in view, not over the whole axis
+        ax.set_ylim(min(measured) / 3, min(max(measured) * 2, 1.0))
     unit = "training images" if axis == "train_size" else "training FLOPs"
     ax.set_xlabel(f"{unit} (log; dashed: extrapolated)")
     ax.set_ylabel(f"test error {error_name(metric)} (log)")
