@@ -93,11 +93,10 @@ def test_one_seed_per_size_resamples_over_runs():
     [
         ([100, 100, 3800, 3800], [0.2, 0.21, 0.1, 0.11], "2 training-set sizes for 3 parameters"),
         ([100] * 4, [0.2] * 4, "1 training-set sizes for 3 parameters"),
-        (SIZES * 2, [0.15 + 0.01 * (i % 3) for i in range(12)], "flat curve"),
-        # all of the drop between the two smallest sizes: the bend is below the measured range
-        (SIZES * 2, [(0.5 if n == 100 else 0.1) + 0.001 * (i % 2) for i, n in enumerate(SIZES * 2)], "to the edge"),
+        (SIZES * 2, list(0.15 + np.random.default_rng(0).normal(0, 0.01, 12)), "flat curve"),
+        ([100, 300, 900], [0.3, 0.2, 0.15], "leave no residual"),
     ],
-    ids=["two sizes", "one size", "flat", "exponent at its bound"],
+    ids=["two sizes", "one size", "flat", "no residual"],
 )
 def test_not_identifiable_fits_give_a_reason_instead_of_numbers(x, y, reason):
     fit = sf.fit_family("CNN", x, y, replicates=50)
@@ -119,3 +118,18 @@ def test_resampling_seeds_keeps_the_standard_error_of_each_mean():
         means = by[:, x == size].mean(axis=1)
         assert means.var() == pytest.approx(y[x == size].var(ddof=1) / 2, rel=0.05)
         assert means.mean() == pytest.approx(y[x == size].mean(), abs=1e-3)
+
+
+def test_a_bend_below_the_measured_sizes_keeps_the_asymptote_not_the_exponent():
+    """All of the drop between the two smallest sizes, flat after it (ResNet-18 in the digits mini)."""
+    x = SIZES * 2
+    y = [(0.5 if n == 100 else 0.1) + 0.002 * (i % 2) for i, n in enumerate(x)]
+    fit = sf.fit_family("CNN", x, y, replicates=100)
+    assert fit.identifiable and not fit.exponent_identifiable and "exponent not identifiable" in fit.reason
+    out = sf.as_dict(fit)
+    assert out["b"] is None and out["a"] is None and out["c"]["low"] <= out["c"]["value"] <= out["c"]["high"]
+    # least squares with b capped at 3 cannot bend as sharply as the data: close, not exact
+    assert abs(float(fit.predict(9000)) - 0.101) < 0.01 and abs(float(fit.predict(100)) - 0.501) < 0.01
+    vit = sf.fit_family("ViT", *runs(VIT), replicates=100)
+    crossing = sf.crossover(vit, fit)  # the ViT's curve against the CNN's plateau
+    assert crossing.size is not None and 0.09 < sf.power_law(crossing.size.value, *VIT) < 0.11

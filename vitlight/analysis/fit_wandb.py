@@ -44,7 +44,7 @@ def fit_rows(fits_json: dict) -> list[list]:
     rows = []
     for axis in ("train_size", "train_flops"):
         for family, fit in (fits_json.get(axis) or {}).items():
-            values = [fit.get(name) or {} for name in ("b", "c", "a")]
+            values = [fit.get(name) or {} for name in ("b", "c", "a")]  # None: not identifiable
             b, c, a = values
             rows.append(
                 [
@@ -84,7 +84,7 @@ def log_fits(run: Any, fits_json: dict, curves: list[list]) -> None:
         if crossing.get("size"):
             run.summary["fit/crossover_size"] = crossing["size"]["value"]
     for family, fit in (fits_json.get("train_size") or {}).items():
-        if fit["identifiable"]:
+        if fit["identifiable"] and fit.get("b"):
             run.summary[f"fit/{family}/exponent"] = fit["b"]["value"]
 
 

@@ -119,7 +119,11 @@ def _fit_table(fits: dict[str, sf.PowerLawFit], x_name: str) -> list[str]:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for family, fit in fits.items():
-        if fit.identifiable:
+        if fit.identifiable and not fit.exponent_identifiable:
+            lines.append(
+                f"| {family} | {fit.reason} | {_interval(fit.c)} | not identifiable | {fit.n_points} | {fit.rmse:.3g} |"
+            )
+        elif fit.identifiable:
             bound = (
                 " (interval reaches the range's edge)"
                 if fit.b.high >= sf.B_MAX * 0.99 or fit.b.low <= sf.B_MIN * 1.01
@@ -217,7 +221,13 @@ def plot_fits(
         inside = np.geomspace(lo, hi, 100)
         beyond = np.geomspace(hi, hi * EXTRAPOLATE, 40)
         for xs_, style, label in (
-            (inside, "-", f"{family}: b={fit.b.value:.2f}, c={fit.c.value:.3f}"),
+            (
+                inside,
+                "-",
+                f"{family}: b={fit.b.value:.2f}, c={fit.c.value:.3f}"
+                if fit.exponent_identifiable
+                else f"{family}: c={fit.c.value:.3f} (b not identifiable)",
+            ),
             (beyond, "--", None),
         ):
             low, high = fit.band(xs_)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import brentq
+from scipy.stats import f as f_distribution
 
 B_MIN, B_MAX = 0.02, 3.0
 PARAMETERS = 3  # a, b, c
@@ -49,6 +50,8 @@ class PowerLawFit:
     rmse: float | None = None
     bootstrap: str = ""  # how the intervals were resampled
     replicates: int = 0  # bootstrap fits that succeeded
+    # False: b ran to the edge of its range; a and b mean nothing, c and the curve over the measured x do
+    exponent_identifiable: bool = True
     # the bootstrap's parameter draws (rows a, b, c), kept for bands and crossovers; not written to JSON
     draws: np.ndarray | None = field(default=None, repr=False)
 
@@ -117,20 +120,18 @@ def least_squares_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float
     return float(a), float(b), float(c), float(rss)
 
 
-def _flat(x: np.ndarray, y: np.ndarray) -> str | None:
-    """Why the curve is flat, or None: error must fall with log x by more than twice its standard error."""
-    t = np.log(x)
-    slope, intercept = np.polyfit(t, y, 1)
-    residual = y - (slope * t + intercept)
-    dof = y.size - 2
-    if dof <= 0:
-        return None
-    se = math.sqrt(float((residual**2).sum()) / dof / float(((t - t.mean()) ** 2).sum()))
-    if slope >= 0 or -slope < 2 * se:
-        return (
-            f"flat curve: error changes by {slope:+.3g} per e-fold of x (standard error {se:.2g}), "
-            "not falling by more than twice its noise"
-        )
+def _flat(y: np.ndarray, rss: float) -> str | None:
+    """Why the curve is flat, or None: the power law must fit better than a constant (an F test of the
+    2 extra parameters at the 5% level)."""
+    rss0, dof = float(((y - y.mean()) ** 2).sum()), y.size - PARAMETERS
+    if rss0 <= rss * (1 + 1e-9):
+        return "flat curve: the power law fits no better than a constant error"
+    if rss <= 0:
+        return None  # an exact fit of a curve that changes
+    statistic = ((rss0 - rss) / (PARAMETERS - 1)) / (rss / dof)
+    p_value = float(f_distribution.sf(statistic, PARAMETERS - 1, dof))
+    if p_value > 0.05:
+        return f"flat curve: the power law fits no better than a constant error (F test p = {p_value:.2g})"
     return None
 
 
@@ -173,17 +174,22 @@ def fit_family(
     if distinct < PARAMETERS:
         result.reason = f"not identifiable: {distinct} {name} for {PARAMETERS} parameters (a, b, c)"
         return result
-    flat = _flat(xs, ys)
+    if xs.size <= PARAMETERS:
+        result.reason = (
+            f"not identifiable: {xs.size} runs for {PARAMETERS} parameters leave no residual to judge the fit"
+        )
+        return result
+    a, b, c, rss = least_squares_fit(xs, ys)
+    flat = _flat(ys, rss)
     if flat:
         result.reason = f"not identifiable: {flat}"
         return result
-    a, b, c, rss = least_squares_fit(xs, ys)
     if b <= B_MIN * 1.01 or b >= B_MAX * 0.99:
+        result.exponent_identifiable = False
         result.reason = (
-            f"not identifiable: the exponent runs to the edge of its range (b = {b:.3g}, allowed {B_MIN}-{B_MAX}); "
-            "the curve's bend lies outside the measured range"
+            f"exponent not identifiable: it runs to the edge of its range (b = {b:.3g}, allowed {B_MIN}-{B_MAX}), "
+            "the curve's bend lies outside the measured sizes; the asymptote c and the curve over them are fitted"
         )
-        return result
     rng = np.random.default_rng(seed)
     bx, by, how = _resamples(xs, ys, rng, replicates)
     enough = np.asarray([np.unique(row).size >= PARAMETERS for row in bx], dtype=bool)
@@ -194,7 +200,8 @@ def fit_family(
     tail = 100 * (1 - level) / 2
     arr = draws
     lows, highs = np.percentile(arr, tail, axis=0), np.percentile(arr, 100 - tail, axis=0)
-    result.identifiable, result.reason = True, "fitted"
+    result.identifiable = True
+    result.reason = result.reason or "fitted"
     result.a, result.b, result.c = (Interval(v, float(lo), float(hi)) for v, lo, hi in zip((a, b, c), lows, highs))
     result.rmse = math.sqrt(rss / xs.size)
     result.bootstrap, result.replicates, result.draws = how, len(draws), arr
@@ -303,8 +310,10 @@ def as_dict(fit: PowerLawFit) -> dict:
         "x_range": list(fit.x_range),
     }
     if fit.identifiable:
+        out["exponent_identifiable"] = fit.exponent_identifiable
         for name in ("a", "b", "c"):
             value = getattr(fit, name)
-            out[name] = {"value": value.value, "low": value.low, "high": value.high}
+            usable = name == "c" or fit.exponent_identifiable
+            out[name] = {"value": value.value, "low": value.low, "high": value.high} if usable else None
         out.update(rmse=fit.rmse, bootstrap=fit.bootstrap, replicates=fit.replicates, level=LEVEL)
     return out
