@@ -20,12 +20,13 @@ SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
 def test_each_study_gets_size_flops_parallel_and_crossover_panels(path: Path):
     spec = load_spec(path)
     view = build_spec(spec)
-    size, flops, parallel, crossover = view["sections"][0]["panels"]
+    size, flops, parallel, crossover, fitted = view["sections"][0]["panels"]
     assert (size["type"], size["x"], flops["x"]) == ("line", SIZE_KEY, FLOPS_KEY)
     assert size["y"] == flops["y"] == spec.metric and size["log_x"] and flops["log_x"]
     assert size["groupby"] == view["runset"]["groupby"] == family_keys(spec)
+    assert fitted["type"] == "custom_chart" and fitted["table"] == "report/fit_curves"
     assert (size["aggregate"], size["spread"]) == ("mean", "stddev")
-    assert view["runset"]["filter"] == {"config": "sweep_name", "equals": spec.name}
+    assert view["runset"]["filter"] == {"any_config": ["sweep_name", "report_of"], "equals": spec.name}
     searched = [p.name for p in spec.searched if "seed" not in p.name]
     assert parallel["columns"][-1] == {"summary": spec.metric} and len(parallel["columns"]) == len(searched) + 1
     for column in parallel["columns"]:  # W&B's flat `a.b` keys cannot be addressed by a panel: none is used
@@ -48,7 +49,8 @@ def test_the_workspace_keeps_grouping_aggregation_titles_and_filter_through_wand
     view = build_spec(spec, entity="someone")
     stored = to_workspace(view)._to_model()  # what .save() uploads
     loaded = ws.Workspace._from_model(stored)
-    size, flops, parallel, crossover = loaded.sections[0].panels
+    size, flops, parallel, crossover, fitted = loaded.sections[0].panels
+    assert type(fitted).__name__ == "CustomChart"  # the report run's fitted curves
     for panel, x in ((size, SIZE_KEY), (flops, FLOPS_KEY)):
         assert type(panel).__name__ == "LinePlot" and panel.log_x
         assert (panel.x.name, [y.name for y in panel.y]) == (x, [spec.metric])  # history keys: the end-of-run row
@@ -59,7 +61,10 @@ def test_the_workspace_keeps_grouping_aggregation_titles_and_filter_through_wand
     assert names == ["model.init_args.model_name", "model.init_args.model_kwargs.patch_size", spec.metric]
     assert crossover.markdown.startswith("### ")  # its title
     assert [key.name for key in loaded.runset_settings.groupby] == family_keys(spec)
-    assert loaded.runset_settings.filters == "Config(\"sweep_name\") == 'scaling_model'"  # as W&B stores it
+    # as W&B stores it: the trials, and the report's own run (the fitted curves' table)
+    assert loaded.runset_settings.filters == (
+        "Config(\"sweep_name\") == 'scaling_model' or Config(\"report_of\") == 'scaling_model'"
+    )
     one_family = ws.Workspace._from_model(
         to_workspace(build_spec(load_spec(ROOT / "sweeps" / "scaling_data.yaml"), entity="x"))._to_model()
     )
@@ -85,7 +90,7 @@ def test_offline_writes_the_spec_beside_the_sweep_folder_and_says_how_to_publish
     # the written spec becomes the wandb-workspaces view unchanged
     workspace = to_workspace({**view, "entity": "someone"})
     kinds = [type(panel).__name__ for panel in workspace.sections[0].panels]
-    assert kinds == ["LinePlot", "LinePlot", "ParallelCoordinatesPlot", "MarkdownPanel"]
+    assert kinds == ["LinePlot", "LinePlot", "ParallelCoordinatesPlot", "MarkdownPanel", "CustomChart"]
     size = workspace.sections[0].panels[0]
     assert (size.x, size.y, size.log_x) == (SIZE_KEY, ["test/acc"], True)
     assert [key.name for key in workspace.runset_settings.groupby] == ["model.init_args.model_name"]

@@ -93,9 +93,9 @@ def wandb_runs(below: Path) -> list[dict]:
 
 def selected(view: dict, runs: list[dict]) -> list[dict]:
     """The runs the dashboard's runset filter (a wandb-workspaces expression) keeps."""
-    condition = runset_filter(view)
-    assert condition.op == "=" and condition.key.section == "config"
-    return [run for run in runs if run["config"].get(condition.key.name) == condition.value]
+    conditions = runset_filter(view).items  # an expr.Or of config equalities
+    assert all(c.op == "=" and c.key.section == "config" for c in conditions)
+    return [run for run in runs if any(run["config"].get(c.key.name) == c.value for c in conditions)]
 
 
 @pytest.fixture(scope="module")

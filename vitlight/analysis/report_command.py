@@ -8,6 +8,13 @@ mean and spread over seeds, training compute, the size where ViT overtakes ResNe
 statement that it does not), DIR/accuracy_vs_train_size.png, DIR/accuracy_vs_compute.png and
 DIR/report.json; and logs the plots and the runs as a wandb.Table to a W&B run (offline
 without credentials, in OUT/wandb or --wandb_dir; WANDB_MODE=disabled turns it off).
+
+Scaling laws (vitlight.analysis.report_fits): per model family a saturating power law of test error
+against training-set size (and training compute where it varies within the family) with bootstrap
+intervals, the crossover of the ViT's and the CNN's fitted curves, and the error predicted at 2x and
+10x the largest size: a report.md section, DIR/error_fit_vs_train_size.png, report.json's "fits",
+and tables in the report's W&B run (job_type and tag "report"). `--json` prints the fits to stdout
+(for scripts; with no --out nothing is written).
 """
 
 from __future__ import annotations
@@ -32,10 +39,16 @@ def parser() -> argparse.ArgumentParser:
         "source",
         help="a sweep folder or runs folder (run folders found recursively), or ENTITY/PROJECT/SWEEP_ID online",
     )
-    p.add_argument("--out", required=True, help="folder for report.md, the plots and report.json")
+    p.add_argument(
+        "--out", default=None, help="folder for report.md, the plots and report.json (required without --json)"
+    )
     p.add_argument("--metric", default="test/acc", help="the accuracy to report (default test/acc)")
     p.add_argument("--title", default=None, help="report title (default: from the source)")
     p.add_argument("--command", default=None, help="the command that produced the runs, quoted in the report")
+    p.add_argument("--json", action="store_true", help="print the fitted scaling laws as JSON on stdout")
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the fit intervals (default 1000)"
+    )
     p.add_argument(
         "--wandb_dir", default=None, help="folder in which the report's W&B run makes its wandb/ folder (default: OUT)"
     )
@@ -76,7 +89,14 @@ def collect_online(path: str) -> list:
 
 
 def log_wandb(
-    out: Path, wandb_dir: Path, title: str, metric: str, records: list, files: dict[str, Path], report: dict[str, Any]
+    out: Path,
+    wandb_dir: Path,
+    title: str,
+    metric: str,
+    records: list,
+    files: dict[str, Path],
+    report: dict[str, Any],
+    curves: list[list] | None = None,
 ) -> str | None:
     from vitlight.logging_wandb import apply_wandb_mode
 
@@ -84,6 +104,8 @@ def log_wandb(
     if mode == "disabled":
         return None
     import wandb
+
+    from vitlight.analysis import fit_wandb
 
     wandb_dir.mkdir(parents=True, exist_ok=True)
     groups = sorted(
@@ -94,15 +116,17 @@ def log_wandb(
             if part == "sweeps"
         }
     )
-    run = wandb.init(
-        project="vitlight",
-        dir=str(wandb_dir),
-        job_type="report",
-        name=f"report/{title}",
-        mode=mode,
-        group=groups[0] if len(groups) == 1 else None,
-        config={"metric": metric, "runs": len(records)},
-    )
+    report_of = {fit_wandb.REPORT_OF_KEY: groups[0]} if len(groups) == 1 else {}  # the study dashboard's key
+    with fit_wandb.outside_sweep():
+        run = wandb.init(
+            project="vitlight",
+            dir=str(wandb_dir),
+            name=f"report/{title}",
+            mode=mode,
+            group=groups[0] if len(groups) == 1 else None,
+            config={"metric": metric, "runs": len(records), **report_of},
+            **fit_wandb.report_run_marks(),
+        )
     columns = [
         "run",
         "family",
@@ -132,6 +156,8 @@ def log_wandb(
     run.log({"report/runs": table, **{f"report/{name}": wandb.Image(str(path)) for name, path in files.items()}})
     if report.get("crossover"):
         run.summary["crossover"] = report["crossover"]["text"]
+    if report.get("fits"):
+        fit_wandb.log_fits(run, report["fits"], curves or [])
     run.finish()
     wandb.teardown()
     return mode
@@ -139,9 +165,11 @@ def log_wandb(
 
 def main(argv: list[str]) -> int:
     from vitlight.analysis import report as rp
-    from vitlight.analysis import report_plots
+    from vitlight.analysis import report_fits, report_plots
 
     args = parser().parse_args(argv)
+    if args.out is None and not args.json:
+        raise ConfigError("report: give --out DIR for report.md and the plots, or --json for the fitted values")
     source = Path(args.source).expanduser()
     skipped: list[str] = []
     if source.exists():
@@ -165,12 +193,19 @@ def main(argv: list[str]) -> int:
     if not any(args.metric in r.metrics for r in records):
         have = sorted({k for r in records for k in r.metrics})
         raise ConfigError(f"report: no run has the metric {args.metric!r}; they have: {', '.join(have)}")
-    out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     title = args.title or f"{source.name if source.exists() else args.source}: {args.metric} on {dataset}"
     points = rp.aggregate(records, args.metric)
     kinds = {r.family: r.kind for r in records}
-    headline, pairs = rp.crossovers(points, kinds, rp.size_unit(records))
+    unit = rp.size_unit(records)
+    headline, pairs = rp.crossovers(points, kinds, unit)
+    fits = report_fits.fit_study(records, args.metric, unit, replicates=args.bootstrap)
+    fits_json = report_fits.as_json(fits)
+    if args.json:
+        print(json.dumps(fits_json, indent=2, default=str))
+    if args.out is None:
+        return 0
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
     files = {
         "accuracy_vs_train_size": report_plots.plot_accuracy_vs_data(
             points, args.metric, title, out / DATA_PLOT, headline, records
@@ -179,7 +214,16 @@ def main(argv: list[str]) -> int:
             points, records, args.metric, title, out / COMPUTE_PLOT
         ),
     }
-    report = rp.as_json(records, points, headline, pairs)
+    fit_plots = {
+        "error_fit_vs_train_size": report_fits.plot_fits(
+            fits.size, records, args.metric, "train_size", title, out / report_fits.FIT_PLOT, fits.headline
+        )
+    }
+    if any(fit.identifiable for fit in fits.compute.values()):
+        fit_plots["error_fit_vs_compute"] = report_fits.plot_fits(
+            fits.compute, records, args.metric, "train_flops", title, out / report_fits.FIT_COMPUTE_PLOT
+        )
+    report = {**rp.as_json(records, points, headline, pairs), "fits": fits_json}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     text = report_plots.markdown(
         title,
@@ -193,16 +237,25 @@ def main(argv: list[str]) -> int:
         skipped,
         others,
         args.command,
+        report_fits.markdown(fits, {name: path.name for name, path in fit_plots.items()}),
     )
     (out / "report.md").write_text(text)
-    mode = log_wandb(out, Path(args.wandb_dir or out).expanduser(), title, args.metric, records, files, report)
+    files.update(fit_plots)
+    curves = report_fits.curve_rows(fits)
+    mode = log_wandb(out, Path(args.wandb_dir or out).expanduser(), title, args.metric, records, files, report, curves)
+    say = sys.stderr if args.json else sys.stdout  # --json keeps stdout for the JSON
     print(
         f"{len(records)} runs, {len(points)} model families; "
         + (headline.text if headline else "no ViT/CNN pair to compare")
+        + (f"; fitted curves: {fits.headline.text}" if fits.headline else ""),
+        file=say,
     )
     print(
-        f"wrote {out / 'report.md'}, {out / DATA_PLOT}, {out / COMPUTE_PLOT}, {out / 'report.json'}"
-        + (f"; W&B run ({mode}) under {Path(args.wandb_dir or out) / 'wandb'}" if mode else "")
+        f"wrote {out / 'report.md'}, "
+        + ", ".join(str(path) for path in files.values())
+        + f", {out / 'report.json'}"
+        + (f"; W&B run ({mode}) under {Path(args.wandb_dir or out) / 'wandb'}" if mode else ""),
+        file=say,
     )
     return 0
 
@@ -219,6 +272,10 @@ def _pipeline_report(source: Path, args: argparse.Namespace, pipelines: list) ->
         if args.metric == "test/acc" and pr.PROBE_METRIC in have
         else None
     )
+    if args.out is None:
+        raise ConfigError(
+            "report: a sweep of `vitlight pipeline` trials has no power-law fits for --json; give --out DIR"
+        )
     if metric is None:
         raise ConfigError(f"report: no pipeline has the metric {args.metric!r}; they have: {', '.join(have)}")
     out = Path(args.out).expanduser()

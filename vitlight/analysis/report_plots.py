@@ -99,6 +99,7 @@ def markdown(
     skipped: list[str],
     others: list[RunRecord],
     command: str | None,
+    sections: list[str] | None = None,
 ) -> str:
     families = list(points)
     sizes = sorted({p.train_size for pts in points.values() for p in pts})
@@ -126,6 +127,7 @@ def markdown(
     lines += ["", "## Where ViT overtakes ResNet", ""]
     lines += [f"**{headline.text}.**" if headline else "No ViT and CNN families to compare.", ""]
     lines += [f"- {pair.text}" for pair in pairs]
+    lines += ["", *sections] if sections else []
     lines += [
         "",
         "## Training compute",

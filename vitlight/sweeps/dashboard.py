@@ -6,13 +6,16 @@
 
 The runs: those whose config holds `sweep_name` = the sweep's name, a key every trial's run gets
 from its sweep file (under `wandb agent`, and offline before `wandb sync`), which a pipeline's
-stage runs and a report run do not have. The view: the sweep metric against the training-set
-size and against the counted training FLOPs (log x; line plots over the row each trial logs at
-its end, one line per model family, the mean over seeds with a standard-deviation band); a
+stage runs and a report run do not have; and the run of `vitlight report` on the sweep, whose config
+holds `report_of` = the sweep's name (a workspace has one runset for all its panels, and the fitted
+curves are in that run's table; it logs none of the keys the trial panels plot). The view: the sweep
+metric against the training-set size and against the counted training FLOPs (log x; line plots over
+the row each trial logs at its end, one line per model family, the mean over seeds with a standard-deviation band); a
 parallel-coordinates panel on keys both kinds of run hold (the nested resolved config, the top-level
 `config` key, the summary's `data/train_size`) and the metric; and the crossover table of
 `vitlight report` (docs/results/<study>/report.md or <sweep folder>/report/report.md) as a
-markdown panel under its own heading.
+markdown panel under its own heading; and the fitted power laws per family from the report run's
+table (vitlight.analysis.fit_wandb).
 
 With W&B credentials (and without --offline) the view is saved to the W&B server with the
 wandb-workspaces library and its URL printed; otherwise the spec is written as JSON beside the
@@ -27,12 +30,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vitlight.analysis import fit_wandb
 from vitlight.errors import ConfigError
 from vitlight.sweeps.spec import SweepSpec, load_spec
 
 SIZE_KEY = "data/train_size"
 FLOPS_KEY = "compute/train_flops"
 SWEEP_KEY = "sweep_name"
+REPORT_KEY = fit_wandb.REPORT_OF_KEY
 SEED = re.compile(r"(^|\.)seed(_everything)?$")
 FAMILY_KEYS = ("model.init_args.model_name", "model.init_args.model_kwargs.patch_size", "model.init_args.preset")
 PIPELINE_FAMILY = "stages.pretrain.model.model_name"  # the pipeline's run config: each stage's model description
@@ -121,6 +126,7 @@ def build_spec(
             "columns": [column(name) for name in searched] + [{"summary": metric}],
         },
         {"type": "markdown", "title": "crossover (vitlight report)", "markdown": crossover_table(spec, folder)},
+        fit_wandb.fit_curve_panel(metric),  # the report run's fitted power laws (vitlight.analysis.fit_wandb)
     ]
     return {
         "name": f"vitlight {spec.name}",
@@ -130,7 +136,8 @@ def build_spec(
         "goal": spec.goal,
         "entity": entity or spec.entity,
         "project": project or spec.project or "vitlight",
-        "runset": {"groupby": groupby, "filter": {"config": SWEEP_KEY, "equals": spec.name}},
+        # the trials, and the report's own run (its fitted curves): one runset serves every panel of a workspace
+        "runset": {"groupby": groupby, "filter": {"any_config": [SWEEP_KEY, REPORT_KEY], "equals": spec.name}},
         "sections": [{"name": f"{spec.name} scaling", "panels": panels}],
     }
 
@@ -146,7 +153,7 @@ def runset_filter(view: dict[str, Any]) -> Any:
     from wandb_workspaces import expr
 
     selection = view["runset"]["filter"]
-    return expr.Config(selection["config"]) == selection["equals"]
+    return expr.Or(*(expr.Config(key) == selection["equals"] for key in selection["any_config"]))
 
 
 def _panel(panel: dict[str, Any]) -> Any:
@@ -172,8 +179,11 @@ def _panel(panel: dict[str, Any]) -> Any:
     if panel["type"] == "markdown":  # a markdown panel has no title: it opens with its heading
         text = panel["markdown"]
         return wr.MarkdownPanel(markdown=text if text.startswith("#") else f"### {panel['title']}\n{text}")
+    if panel["type"] == "custom_chart":
+        return fit_wandb.to_panel(panel)
     raise ConfigError(
-        f"dashboard: unknown panel type {panel['type']!r} in the spec (valid: line, parallel_coordinates, markdown)"
+        f"dashboard: unknown panel type {panel['type']!r} in the spec "
+        "(valid: line, parallel_coordinates, markdown, custom_chart)"
     )
 
 
@@ -191,7 +201,7 @@ def to_workspace(view: dict[str, Any]) -> Any:
         project=view["project"],
         sections=[ws.Section(name=section["name"], panels=[_panel(p) for p in section["panels"]], is_open=True)],
         runset_settings=ws.RunsetSettings(
-            groupby=[expr.Config(key) for key in view["runset"]["groupby"]], filters=[runset_filter(view)]
+            groupby=[expr.Config(key) for key in view["runset"]["groupby"]], filters=runset_filter(view)
         ),
     )
 
