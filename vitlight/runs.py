@@ -89,12 +89,16 @@ class RunFolder:
         return path
 
 
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
 def latest_run(runs_dir: Path, experiment: str) -> Path | None:
-    """The newest run folder of an experiment (run ids sort by start time)."""
+    """The newest run folder of an experiment that holds checkpoints/last.ckpt (run ids sort by start
+    time): a newer run that failed before its first checkpoint does not hide the one to resume."""
     folder = runs_dir / experiment
     if not folder.is_dir():
         return None
-    runs = sorted(p for p in folder.iterdir() if p.is_dir())
+    runs = sorted(p for p in folder.iterdir() if p.is_dir() and (p / LAST_CHECKPOINT).is_file())
     return runs[-1] if runs else None
 
 

@@ -54,13 +54,32 @@ def run_facts(trainer: Any, pl_module: Any) -> dict[str, float]:
 
 
 class BestSummaries(Callback):
-    """Declares the summaries on every WandbLogger before the first value is logged; adds the run facts at the end."""
+    """Declares the summaries on every WandbLogger before the first value is logged; adds the run facts at the end.
 
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if not trainer.is_global_zero:
+    Declared at the first start hook, not at set-up: starting the W&B run writes into the run folder,
+    which a run may do only once it got past its start checks (vitlight.run_start)."""
+
+    def __init__(self) -> None:
+        self._declared = False
+
+    def _declare(self, trainer: Any) -> None:
+        if self._declared or not trainer.is_global_zero:
             return
+        self._declared = True
         for logger in wandb_loggers(trainer.loggers):
             define_summaries(logger.experiment)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self._declare(trainer)
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self._declare(trainer)
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        self._declare(trainer)
+
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        self._declare(trainer)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         loggers = wandb_loggers(trainer.loggers) if trainer.is_global_zero else []
