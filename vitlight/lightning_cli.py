@@ -3,6 +3,7 @@ callbacks and the summary.json every run writes. `vitlight.cli.main` dispatches 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -41,6 +42,7 @@ from vitlight.run_lock import RunLock
 from vitlight.run_start import (
     RunStarted,
     check_checkpoint,
+    check_room,
     is_state_dict_mismatch,
     overridden_line,
     restore_links,
@@ -290,7 +292,12 @@ class VitlightCLI(LightningCLI):
         run = self.run_folder
         created = not run.path.exists()
         run.create()
-        self.lock = RunLock(run.path).acquire()
+        try:
+            self.lock = RunLock(run.path).acquire()
+        except Exception:
+            if created:
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
         removed = remove_stale_temporaries(run.path, run.checkpoints)
         if removed:
             print(
@@ -311,6 +318,8 @@ class VitlightCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         ckpt_path, differences = self._check_checkpoint(subcommand)
         owner = self.trainer.is_global_zero and (self.launch is None or self.launch.rank == 0)
+        if owner and ckpt_path and subcommand == "fit" and self.run_folder.path.is_dir():
+            check_room(self.run_folder.path, ckpt_path)
         created = self._take_run_folder() if owner else False  # rank 0 only: other nodes may not share the disk
         links = wandb_links(self.run_folder.path) if owner else {}
         started = RunStarted(self._record_start)
@@ -403,6 +412,9 @@ def run_lightning(argv: list[str] | None) -> int:
     """`vitlight fit|validate|test|predict ...` (argv None: sys.argv); a user's error ends in one line on stderr."""
     given = list(sys.argv[1:] if argv is None else argv)
     cli_errors.user_argv = given  # parse errors name the flags as the user typed them
+    # a log file that cannot be written (W&B's debug.log on a full disk) must not print a traceback per
+    # message: vitlight's own writes into the same folder end the run with one line naming the disk
+    logging.raiseExceptions = False
     try:
         check_config_files(given)
         install_yaml_loader()

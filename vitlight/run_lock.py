@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vitlight.errors import ConfigError
+from vitlight.errors import ConfigError, WriteError
+from vitlight.files import disk_full_reason, is_disk_full
 
 LOCK_FILE = "run.lock"
 TIMEOUT_ENV = "VITLIGHT_LOCK_TIMEOUT_S"
@@ -75,8 +76,13 @@ class RunLock:
             handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(handle, "w") as stream:
-            json.dump(self.owner, stream)
+        try:
+            with os.fdopen(handle, "w") as stream:
+                json.dump(self.owner, stream)
+        except OSError as error:
+            self.path.unlink(missing_ok=True)
+            reason = disk_full_reason(self.path.parent) if is_disk_full(error, self.path.parent) else error.strerror
+            raise WriteError(f"cannot write the lock {str(self.path)!r}: {reason}") from None
         return True
 
     def acquire(self, heartbeat_s: float | None = None) -> RunLock:

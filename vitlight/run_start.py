@@ -13,6 +13,7 @@ first `on_*_start` hook, does `RunStarted` let the run write its record.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,24 @@ def restore_links(links: dict[Path, str]) -> None:
             path.symlink_to(target)
         except OSError:
             continue
+
+
+ROOM_MARGIN_BYTES = 1024 * 1024  # summary.json, config.yaml, the lock and the first W&B records
+
+
+def check_room(run_folder: Path, checkpoint: str) -> None:
+    """A resumed run writes a checkpoint as large as the one it resumes (atomically: a whole new copy beside
+    the old one); refusing at the start a disk that cannot hold it keeps the run's record as it was."""
+    from vitlight.errors import WriteError
+    from vitlight.files import free_space
+
+    try:
+        need = Path(checkpoint).stat().st_size + ROOM_MARGIN_BYTES
+        free = shutil.disk_usage(run_folder).free
+    except OSError:
+        return
+    if free < need:
+        raise WriteError(
+            f"the disk is full: {free_space(run_folder)} free on {str(run_folder)!r}, and a checkpoint of this run "
+            f"needs {need / 2**20:.1f} MiB; free space there before resuming"
+        )
