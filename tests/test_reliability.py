@@ -157,3 +157,20 @@ def test_the_wandb_api_key_is_never_written(images: Path, tmp_path: Path, monkey
     assert any(p.suffix == ".ckpt" for p in written) and any(p.suffix == ".wandb" for p in written)
     for path in written:
         assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_the_wandb_api_key_in_the_command_line_reaches_no_file(images: Path, tmp_path: Path):
+    """W&B records the command line (sys.argv) in its run files; a key typed into any value must not get there."""
+    runs = tmp_path / "runs"
+    result = run_vitlight(
+        *fit_args(images, runs, "--trainer.logger.init_args.notes", f"key {SECRET}"),
+        cwd=tmp_path,
+        env={"WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = (runs / "quickstart").iterdir()
+    written = [p for p in run.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in written)
+    assert any(b"--trainer.logger.init_args.notes" in p.read_bytes() for p in written)  # argv was recorded
+    for path in written:
+        assert SECRET.encode() not in path.read_bytes(), path

@@ -134,11 +134,19 @@ def remove_stale_temporaries(*folders: str | Path) -> list[Path]:
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
 
 
+def folder_name_problem(name: str, key: str) -> str | None:
+    """Why `name` cannot be one folder name (a '/', '..', an absolute path, odd characters), or None."""
+    if _SAFE_NAME.fullmatch(name or "") and len(name) <= 200:
+        return None
+    return (
+        f"{key} {name!r} is not a single folder name; use letters, digits and . _ + = - (starting with a letter or "
+        "digit, no '/' or '..')"
+    )
+
+
 def check_folder_name(name: str, key: str) -> str:
-    """`name` as one folder name (no '/', '..', absolute path or odd characters), else a one-line ConfigError."""
-    if not _SAFE_NAME.fullmatch(name or "") or len(name) > 200:
-        raise ConfigError(
-            f"{key} {name!r} is not a single folder name; use letters, digits and . _ + = - (starting with a "
-            "letter or digit, no '/' or '..')"
-        )
+    """`name` as one folder name (runs/<experiment>/, runs/sweeps/<name>/), else a one-line ConfigError."""
+    problem = folder_name_problem(name, key)
+    if problem:
+        raise ConfigError(problem)
     return name

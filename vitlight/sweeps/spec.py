@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from vitlight.errors import ConfigError
+from vitlight.files import folder_name_problem
 
 METHODS = ("grid", "random", "bayes")
 GOALS = ("maximize", "minimize")
@@ -417,6 +418,8 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
     if run_cap is not None and (not isinstance(run_cap, int) or isinstance(run_cap, bool) or run_cap < 1):
         problems.append(f"run_cap must be a positive integer, got {run_cap!r}")
     command = _command(raw, problems)
+    name_problem = folder_name_problem(str(raw.get("name") or path.stem), "name")  # names the sweep's folder
+    problems += [name_problem] if name_problem else []
     if problems:
         raise SweepSpecError(f"{path}: " + "; ".join(problems))
     return SweepSpec(
