@@ -157,7 +157,7 @@ def _wrong_type(message: str, argv: list[str]) -> str | None:
     if typed:
         where, value = typed
     elif outer == leaf:
-        where = f"--{outer}"
+        where = _key_in_config_files(argv, leaf, value) or f"--{outer}"
     else:  # the value came from a config file: show where in it
         import ast
 
@@ -168,6 +168,43 @@ def _wrong_type(message: str, argv: list[str]) -> str | None:
             tree = None
         where = f"{outer}.{_find_path(tree, leaf) or leaf} (in a --config file)"
     return f"{where}: expected {_join(words)}, got {value!r}"
+
+
+def _key_in_config_files(argv: list[str], leaf: str, value: str) -> str | None:
+    """`full.key.leaf (in FILE)` for the --config file that gave `leaf` the rejected `value`, or None."""
+    import yaml
+
+    for flag, name in zip(argv, argv[1:]):
+        if flag not in ("--config", "-c"):
+            continue
+        try:
+            tree = yaml.safe_load(open(name).read())
+        except (OSError, yaml.YAMLError):
+            continue
+        path = _find_path(tree, leaf)
+        found: Any = tree
+        for part in (path or "").split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        if path and str(found) == value:
+            return f"{path} (in {name})"
+    return None
+
+
+def _uncallable_class(message: str, argv: list[str]) -> str | None:
+    """A class_path that does not import (an unknown scheduler or optimizer), with the full key and the reason."""
+    bad = re.search(
+        r"expects a function or a callable class: (.*?)\. Got value: Namespace\(class_path='([^']+)'", message
+    )
+    if not bad:
+        return None
+    keys = re.findall(r'Parser key "([^"]+)"', message[: bad.start()])
+    key = ".init_args.".join(keys) if keys else "the class_path"
+    typed = [a.split("=")[0][2:] for a in argv if a.startswith("--") and a.split("=")[0].endswith("." + key)]
+    key = typed[-1] if typed else key
+    return (
+        f"{key}: class_path {bad.group(2)!r} cannot be used ({bad.group(1)}); give an importable class, e.g. "
+        "torch.optim.AdamW or vitlight.tasks.schedules.WarmupCosine"
+    )
 
 
 def register_choices(key: str, classes: Iterable[Any], base: type) -> None:
@@ -189,7 +226,7 @@ def format_parse_error(message: str, option_strings: Iterable[str] = (), argv: l
     if key in ("data", "model") and "Expected a dot import path string" in message and message.count("Parser key") == 1:
         valid = CLASS_CHOICES.get(key, [])
         return f"{key} {value!r} is not a known class; valid: {', '.join(valid) or 'a class_path'}"
-    wrong = _wrong_type(message, argv)
+    wrong = _uncallable_class(message, argv) or _wrong_type(message, argv)
     if wrong:
         return wrong
     unknown = re.search(r"Option '([\w.]+)' is not accepted", message)

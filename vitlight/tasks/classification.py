@@ -19,7 +19,7 @@ from vitlight.errors import ConfigError
 from vitlight.syncs import log_due
 from vitlight.tasks.backbones import apply_cifar_stem, create_backbone, is_convnet
 from vitlight.tasks.inputs import batch_stage
-from vitlight.tasks.optim import scale_learning_rate, weight_decay_groups
+from vitlight.tasks.optim import build_optimizer, scale_learning_rate, weight_decay_groups
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 from vitlight.tasks.weights import load_backbone_weights
 
@@ -254,7 +254,7 @@ class ImageClassifier(L.LightningModule):
 
     # ----- optimisation ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(weight_decay_groups(self.backbone))
+        optimizer = build_optimizer(self.optimizer_factory, weight_decay_groups(self.backbone))
         if self.hparams.base_batch_size is not None:
             lr, batch = scale_learning_rate(optimizer, self.trainer, self.hparams.base_batch_size)
             log.info(

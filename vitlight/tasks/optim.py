@@ -40,6 +40,30 @@ def weight_decay_groups(module: nn.Module) -> list[dict]:
     return decay + no_decay
 
 
+# torch.optim's own checks ("Invalid learning rate: -0.1") -> the argument they are about
+_TORCH_CHECKS = {
+    "learning rate": "lr",
+    "weight_decay": "weight_decay",
+    "epsilon": "eps",
+    "beta": "betas",
+    "momentum": "momentum",
+}
+
+
+def build_optimizer(factory, params) -> Optimizer:
+    """`factory(params)`; torch's ValueError for an impossible value (a negative or NaN lr, ...) becomes one
+    ConfigError line that names the full config key."""
+    try:
+        return factory(params)
+    except ValueError as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        argument = next((name for words, name in _TORCH_CHECKS.items() if words in message), None)
+        key = f"model.init_args.optimizer.init_args.{argument}" if argument else "model.init_args.optimizer"
+        raise ConfigError(
+            f"{key}: torch.optim refuses it ({message}); give a finite value in the optimizer's range"
+        ) from None
+
+
 def global_batch_size(trainer) -> int:
     """devices x per-device batch x gradient accumulation (nodes included in the trainer's world size)."""
     datamodule = getattr(trainer, "datamodule", None)

@@ -34,7 +34,7 @@ from vitlight.models.igpt import IGPT_PRESETS, IGPTConfig, ImageGPT
 from vitlight.models.igpt_transformers import PALETTE_KIND as OPENAI_PALETTE_KIND
 from vitlight.models.palette import Palette
 from vitlight.tasks.inputs import augmented_uint8_batch
-from vitlight.tasks.optim import weight_decay_groups
+from vitlight.tasks.optim import build_optimizer, weight_decay_groups
 from vitlight.tasks.pixel_weights import PALETTE_KEY, load_pixel_weights
 from vitlight.tasks.pixels import Tokenizer, bits_per_token, channels_last, check_palette_settings, data_palette
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
@@ -431,7 +431,7 @@ class PixelPretrainer(L.LightningModule):
         complete_schedules(self.trainer)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(weight_decay_groups(self))
+        optimizer = build_optimizer(self.optimizer_factory, weight_decay_groups(self))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)  # WarmupCosine gets its length in on_train_start

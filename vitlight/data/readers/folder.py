@@ -31,7 +31,12 @@ def class_folders(folder: Path) -> list[str]:
     """The sorted class-folder names in `folder` (hidden folders ignored)."""
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder")
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    try:
+        return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    except PermissionError:
+        raise DataError(
+            f"cannot read the folder {str(folder)!r}: permission denied (check its owner and mode)"
+        ) from None
 
 
 def match_class_folders(owner: str, classes: Sequence[str], wnids: Sequence[str] = ()) -> ClassIndex:
