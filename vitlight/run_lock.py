@@ -54,8 +54,12 @@ class RunLock:
         self._thread: threading.Thread | None = None
 
     def _read(self) -> dict[str, Any] | None:
+        return self._read_file(self.path)
+
+    @staticmethod
+    def _read_file(path: Path) -> dict[str, Any] | None:
         try:
-            owner = json.loads(self.path.read_text())
+            owner = json.loads(path.read_text())
             return owner if isinstance(owner, dict) else {}
         except FileNotFoundError:
             return None
@@ -86,7 +90,7 @@ class RunLock:
         return True
 
     def acquire(self, heartbeat_s: float | None = None) -> RunLock:
-        for _ in range(3):
+        for _ in range(5):
             if self._create():
                 self._start_heartbeat(heartbeat_s or max(1.0, self.timeout_s / 4))
                 return self
@@ -105,6 +109,11 @@ class RunLock:
                 os.rename(self.path, aside)  # only one of two processes taking over gets the file
             except FileNotFoundError:
                 continue
+            if self._read_file(aside) != owner:  # another process took the stale lock first: give theirs back
+                try:
+                    os.link(aside, self.path)
+                except OSError:
+                    pass
             aside.unlink(missing_ok=True)
         raise ConfigError(f"could not take the lock {str(self.path)!r}: other processes keep taking it")
 
