@@ -84,6 +84,13 @@ def checkpoint_that_is_text(tmp: Path) -> list[str]:
     return base(tmp, "--ckpt_path", str(tmp / "notes.ckpt"))
 
 
+def checkpoint_without_config(tmp: Path) -> list[str]:
+    run = tmp / "runs" / "quickstart" / "00000000-000000-tested"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model: {}\n")
+    return ["test", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+
+
 BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "malformed YAML": (malformed_yaml, ("bad.yaml", "not valid YAML", "at line")),
     "unknown key": (
@@ -134,6 +141,10 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     ),
     "data_dir that is a file": (data_dir_is_a_file, ("afile", "is a file, not a folder")),
     "checkpoint that is not one": (checkpoint_that_is_text, ("notes.ckpt", "not a PyTorch checkpoint")),
+    "test with a checkpoint but no config": (
+        checkpoint_without_config,
+        ("missing data, model", "not from the checkpoint", "00000000-000000-tested/config.yaml"),
+    ),
     "experiment name that escapes": (
         lambda t: base(t, "--experiment", "../../x"),
         ("experiment '../../x' is not a single folder name",),

@@ -207,6 +207,25 @@ def _uncallable_class(message: str, argv: list[str]) -> str | None:
     )
 
 
+def _required(names: str, argv: list[str]) -> str:
+    """Missing `model`/`data`: for a checkpoint's test, where its run's whole config is."""
+    missing = ", ".join(name.split(".", 1)[-1] for name in names.split(", "))
+    command = argv[0] if argv and not argv[0].startswith("-") else "fit"
+    checkpoints = [value for flag, value in zip(argv, argv[1:]) if flag == "--ckpt_path"]
+    if not checkpoints or checkpoints[-1] in ("last", "best"):
+        return (
+            f"missing {missing}: give the experiment's YAML with --config (e.g. --config experiments/quickstart.yaml)"
+        )
+    from pathlib import Path
+
+    beside = Path(checkpoints[-1]).expanduser().resolve().parent.parent / "config.yaml"
+    where = f"its run folder has it: --config {beside}" if beside.is_file() else "its run folder's config.yaml holds it"
+    return (
+        f"missing {missing}: `vitlight {command}` takes the model and data from a config, not from the checkpoint; "
+        f"{where}"
+    )
+
+
 def register_choices(key: str, classes: Iterable[Any], base: type) -> None:
     """Records the subclasses of `base` among `classes` as the class names `--key NAME` accepts.
 
@@ -229,6 +248,9 @@ def format_parse_error(message: str, option_strings: Iterable[str] = (), argv: l
     wrong = _uncallable_class(message, argv) or _wrong_type(message, argv)
     if wrong:
         return wrong
+    required = re.match(r"the following arguments are required: (.+)", message)
+    if required:
+        return _required(required.group(1), argv)
     unknown = re.search(r"Option '([\w.]+)' is not accepted", message)
     if unknown:
         name = unknown.group(1)
