@@ -317,7 +317,8 @@ class VitlightCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         ckpt_path, differences = self._check_checkpoint(subcommand)
-        owner = self.trainer.is_global_zero and (self.launch is None or self.launch.rank == 0)
+        relaunched = self.launch is None and os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP worker Lightning started
+        owner = self.trainer.is_global_zero and not relaunched and (self.launch is None or self.launch.rank == 0)
         if owner and ckpt_path and subcommand == "fit" and self.run_folder.path.is_dir():
             check_room(self.run_folder.path, ckpt_path)
         created = self._take_run_folder() if owner else False  # rank 0 only: other nodes may not share the disk
@@ -348,7 +349,9 @@ class VitlightCLI(LightningCLI):
             finally:
                 attempt = finish_wandb(self.trainer, failed=status != "finished")
                 if owner and not started.started:  # nothing of a run that failed its start checks stays behind
-                    shutil.rmtree(self.run_folder.path if created else attempt or "", ignore_errors=True)
+                    leftover = self.run_folder.path if created else attempt
+                    if leftover is not None:
+                        shutil.rmtree(leftover, ignore_errors=True)
                     restore_links(links)
                 if self.lock is not None:
                     self.lock.release()
