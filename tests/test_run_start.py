@@ -172,3 +172,23 @@ def test_a_second_process_in_a_run_folder_refuses_in_one_line(finished, tmp_path
     resumed = run_vitlight(*fit_args(images, runs, "--ckpt_path", "last", "--trainer.max_epochs", "2"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (run / "run.lock").exists()
+
+
+def test_a_sigkill_during_a_checkpoint_write_leaves_a_temporary_that_the_next_start_removes(finished, tmp_path: Path):
+    images, runs, run = copy_runs(finished, tmp_path)
+    killed = run_vitlight(
+        *fit_args(images, runs, "--ckpt_path", "last", "--trainer.max_epochs", "2", "--checkpoint_every_n_steps", "1"),
+        "--trainer.callbacks+=tests.helpers.callbacks.KillDuringSave",
+        "--trainer.callbacks.step=3",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (orphan,) = (run / "checkpoints").glob(".last.ckpt.*.tmp")
+    assert orphan.stat().st_size == 100_000
+    # the atomic write kept the previous checkpoint, whole (step 3; the kill came during step 4's)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    resumed = run_vitlight(*fit_args(images, runs, "--ckpt_path", "last", "--trainer.max_epochs", "2"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "removed 1 temporary file(s) left by a killed process" in resumed.stderr
+    assert not list(run.rglob("*.tmp"))
