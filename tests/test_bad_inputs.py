@@ -139,6 +139,14 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
         lambda t: base(t, "--model.init_args.lr_scheduler", '{"class_path": "torch.optim.lr_scheduler.Nope"}'),
         ("model.init_args.lr_scheduler", "'torch.optim.lr_scheduler.Nope'", "no attribute 'Nope'"),
     ),
+    "text where a model takes a number": (
+        lambda t: base(
+            t,
+            "--config",
+            yaml_file(t, "dpr.yaml", "model:\n  init_args:\n    model_kwargs:\n      drop_path_rate: abc\n"),
+        ),
+        ("model.init_args.model_kwargs.drop_path_rate='abc'", "linspace()"),
+    ),
     "data_dir that is a file": (data_dir_is_a_file, ("afile", "is a file, not a folder")),
     "checkpoint that is not one": (checkpoint_that_is_text, ("notes.ckpt", "not a PyTorch checkpoint")),
     "test with a checkpoint but no config": (
