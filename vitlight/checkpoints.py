@@ -43,6 +43,9 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise CheckpointError(f"checkpoint {str(path)!r} {what}")
+    if mmap:  # torch maps only its zip format; an older (legacy pickle) checkpoint is read whole
+        with open(path, "rb") as stream:
+            mmap = stream.read(4) == b"PK\x03\x04"
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:

@@ -22,7 +22,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from vitlight.checkpoints import CONFIG_KEY, read_checkpoint, without_compile_wrapper
-from vitlight.errors import CheckpointError
+from vitlight.errors import CheckpointError, WriteError
+from vitlight.files import free_space
 
 # keys that may differ on purpose between a checkpoint and a run that continues from it
 _IGNORED = ("model.init_args.checkpoint_path", "model.init_args.pretrained")
@@ -169,9 +170,6 @@ ROOM_MARGIN_BYTES = 1024 * 1024  # summary.json, config.yaml, the lock and the f
 def check_room(run_folder: Path, checkpoint: str) -> None:
     """A resumed run writes a checkpoint as large as the one it resumes (atomically: a whole new copy beside
     the old one); refusing at the start a disk that cannot hold it keeps the run's record as it was."""
-    from vitlight.errors import WriteError
-    from vitlight.files import free_space
-
     try:
         need = Path(checkpoint).stat().st_size + ROOM_MARGIN_BYTES
         free = shutil.disk_usage(run_folder).free
