@@ -60,6 +60,8 @@ def _unreadable(path: Path, message: str) -> str:
             head = stream.read(4)
     except OSError:
         head = b""
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):  # neither torch's zip format nor its legacy pickle
+        return f"it is not a PyTorch checkpoint (it starts with {head!r}); give a .ckpt that `vitlight fit` wrote"
     if "Weights only load failed" in message:
         return (
             "it holds Python objects other than tensors and plain values, which vitlight does not unpickle (that "
@@ -69,8 +71,6 @@ def _unreadable(path: Path, message: str) -> str:
         return (
             "the file is truncated or damaged (an interrupted copy?); give a complete .ckpt that `vitlight fit` wrote"
         )
-    if not head.startswith(b"\x80"):  # neither torch's zip format nor its legacy pickle
-        return f"it is not a PyTorch checkpoint (it starts with {head!r}); give a .ckpt that `vitlight fit` wrote"
     first = (message.splitlines() or [""])[0].split(" weights_only")[0][:200]
     return f"{first}; give a .ckpt that `vitlight fit` wrote"
 
