@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_vitlight, smoke_fit_on_folder, write_image_folder
+from tests.conftest import run_vitlight, smoke_fit_on_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,15 +33,9 @@ def snapshot(folder: Path) -> dict[str, bytes | str]:
     }
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(image folder, runs folder holding one finished smoke run); each test copies the runs folder it changes."""
-    root = tmp_path_factory.mktemp("finished")
-    images = write_image_folder(root / "images", per_class=12, size=16)
-    env = {"WANDB_MODE": "offline", "VITLIGHT_CACHE": str(root / "cache"), "HOME": str(root)}
-    result = run_vitlight(*fit_args(images, root / "runs"), cwd=root, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return images, root / "runs"
+@pytest.fixture()
+def finished(finished_smoke_run: tuple[Path, Path]) -> tuple[Path, Path]:
+    return finished_smoke_run
 
 
 def copy_runs(finished: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -50,6 +44,19 @@ def copy_runs(finished: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path, 
     shutil.copytree(runs, copy, symlinks=True)
     (run,) = (copy / "quickstart").iterdir()
     return images, copy, run
+
+
+def in_process(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
+    """`vitlight ARGS` in this process (no interpreter start-up): exit code and stderr as a subprocess's."""
+    from vitlight.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -66,17 +73,17 @@ FAILED_RESUMES = {
 
 
 @pytest.mark.parametrize("case", list(FAILED_RESUMES), ids=lambda c: c.replace(" ", "_"))
-def test_a_failed_resume_leaves_the_finished_run_byte_for_byte(finished, tmp_path: Path, case: str):
+def test_a_failed_resume_leaves_the_finished_run_byte_for_byte(finished, tmp_path: Path, case: str, capsys):
     images, runs, run = copy_runs(finished, tmp_path)
     before = snapshot(run)
     assert "summary.json" in before and "config.yaml" in before and "checkpoints/last.ckpt" in before
     extra, named = FAILED_RESUMES[case]
-    result = run_vitlight(*fit_args(images, runs, "--ckpt_path", "last", *extra), cwd=tmp_path)
+    result = in_process(capsys, *fit_args(images, runs, "--ckpt_path", "last", *extra))
     assert named in one_error_line(result)
     assert snapshot(run) == before
 
 
-def test_an_unreadable_checkpoint_is_one_line_and_no_run_folder(finished, tmp_path: Path):
+def test_an_unreadable_checkpoint_is_one_line_and_no_run_folder(finished, tmp_path: Path, capsys):
     images, runs, run = copy_runs(finished, tmp_path)
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes()[:5000])
@@ -84,24 +91,24 @@ def test_an_unreadable_checkpoint_is_one_line_and_no_run_folder(finished, tmp_pa
     text.write_text("not a checkpoint")
     for subcommand, path, said in (("fit", truncated, "truncated or damaged"), ("test", text, "not a PyTorch")):
         args = fit_args(images, runs, "--ckpt_path", str(path))
-        line = one_error_line(run_vitlight(subcommand, *args[1:], cwd=tmp_path))
+        line = one_error_line(in_process(capsys, subcommand, *args[1:]))
         assert str(path) in line and said in line and "weights_only" not in line
     assert [p.name for p in (runs / "quickstart").iterdir()] == [run.name]  # no folder of a failed start
 
 
-def test_a_checkpoint_of_another_task_is_refused_in_one_line(finished, tmp_path: Path):
+def test_a_checkpoint_of_another_task_is_refused_in_one_line(finished, tmp_path: Path, capsys):
     images, runs, run = copy_runs(finished, tmp_path)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["vitlight_config"]["model"]["class_path"] = "vitlight.tasks.PixelPretrainer"
     checkpoint["hyper_parameters"]["_class_path"] = "vitlight.tasks.PixelPretrainer"
     torch.save(checkpoint, tmp_path / "igpt.ckpt")
-    line = one_error_line(run_vitlight(*fit_args(images, runs, "--ckpt_path", str(tmp_path / "igpt.ckpt"))))
+    line = one_error_line(in_process(capsys, *fit_args(images, runs, "--ckpt_path", str(tmp_path / "igpt.ckpt"))))
     assert "PixelPretrainer" in line and "ImageClassifier" in line and "same model class" in line
 
 
-def test_ckpt_path_last_resumes_the_newest_run_that_has_a_checkpoint(finished, tmp_path: Path):
+def test_ckpt_path_last_resumes_the_newest_run_that_has_a_checkpoint(finished, tmp_path: Path, capsys):
     images, runs, run = copy_runs(finished, tmp_path)
-    typo = run_vitlight(*fit_args(images, runs, "--data.data_dir", str(tmp_path / "typo")), cwd=tmp_path)
+    typo = in_process(capsys, *fit_args(images, runs, "--data.data_dir", str(tmp_path / "typo")))
     one_error_line(typo)
     assert [p.name for p in (runs / "quickstart").iterdir()] == [run.name]  # the failed start left nothing
     newer = runs / "quickstart" / "99991231-235959-newest"  # e.g. a run killed before its first checkpoint
@@ -179,6 +186,7 @@ def test_a_second_process_in_a_run_folder_refuses_in_one_line(finished, tmp_path
     assert not (run / "run.lock").exists()
 
 
+@pytest.mark.slow  # two real runs (~35 s on 2 shared cores); the leftover-file case above runs by default
 def test_a_sigkill_during_a_checkpoint_write_leaves_a_temporary_that_the_next_start_removes(finished, tmp_path: Path):
     images, runs, run = copy_runs(finished, tmp_path)
     killed = run_vitlight(
