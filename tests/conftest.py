@@ -104,3 +104,16 @@ def run_vitlight(
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def finished_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(image folder, runs folder holding one finished quickstart smoke run), made once per session by a real
+    `vitlight fit`; tests that change it copy the runs folder first."""
+    root = tmp_path_factory.mktemp("finished")
+    images = write_image_folder(root / "images", per_class=12, size=16)
+    args = [*smoke_fit_on_folder(images), "--trainer.enable_progress_bar", "false", "--runs_dir", str(root / "runs")]
+    env = {"WANDB_MODE": "offline", "VITLIGHT_CACHE": str(root / "cache"), "HOME": str(root)}
+    result = run_vitlight(*args, cwd=root, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return images, root / "runs"

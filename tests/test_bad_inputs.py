@@ -51,6 +51,46 @@ def grey_images_for_rgb_model(tmp: Path) -> list[str]:
     return base(tmp, "--data.channels", "2")
 
 
+def yaml_file(tmp: Path, name: str, text: str) -> str:
+    (tmp / name).write_text(text)
+    return str(tmp / name)
+
+
+def duplicated_trainer_key(tmp: Path) -> list[str]:
+    return base(tmp, "--config", yaml_file(tmp, "dup.yaml", "trainer:\n  max_epochs: 1\ntrainer:\n  max_epochs: 2\n"))
+
+
+def missing_include(tmp: Path) -> list[str]:
+    return base(tmp, "--config", yaml_file(tmp, "inc.yaml", "trainer: _nowhere.yaml\n"))
+
+
+def nan_lr_in_yaml(tmp: Path) -> list[str]:
+    nan = "model:\n  init_args:\n    optimizer:\n      init_args:\n        lr: .nan\n"
+    return folder(tmp, "--config", yaml_file(tmp, "nan.yaml", nan))
+
+
+def wrong_type_in_yaml(tmp: Path) -> list[str]:
+    text = "model:\n  init_args:\n    optimizer:\n      init_args:\n        weight_decay: abc\n"
+    return base(tmp, "--config", yaml_file(tmp, "wd.yaml", text))
+
+
+def data_dir_is_a_file(tmp: Path) -> list[str]:
+    (tmp / "afile").write_text("x")
+    return base(tmp, "--data", "ImageFolder", "--data.data_dir", str(tmp / "afile"))
+
+
+def checkpoint_that_is_text(tmp: Path) -> list[str]:
+    (tmp / "notes.ckpt").write_text("not a checkpoint")
+    return base(tmp, "--ckpt_path", str(tmp / "notes.ckpt"))
+
+
+def checkpoint_without_config(tmp: Path) -> list[str]:
+    run = tmp / "runs" / "quickstart" / "00000000-000000-tested"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model: {}\n")
+    return ["test", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+
+
 BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "malformed YAML": (malformed_yaml, ("bad.yaml", "not valid YAML", "at line")),
     "unknown key": (
@@ -78,6 +118,45 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "output folder not writable": (runs_dir_is_a_file, ("not-a-folder", "writable")),
     "unknown subcommand": (lambda t: ["trian"], ("trian", "fit")),
     "resume with nothing to resume": (lambda t: base(t, "--ckpt_path", "last"), ("nothing to resume",)),
+    "duplicated YAML key": (duplicated_trainer_key, ("dup.yaml", "key 'trainer' appears twice", "lines 1 and 3")),
+    "missing included file": (missing_include, ("inc.yaml", "_nowhere.yaml", "at trainer", "does not exist")),
+    "batch size 0": (lambda t: base(t, "--data.batch_size", "0"), ("data.batch_size", "positive", "got 0")),
+    "train_size 1.5": (lambda t: base(t, "--data.train_size", "1.5"), ("data.train_size 1.5", "fraction in (0, 1]")),
+    "negative learning rate": (
+        lambda t: folder(t, "--model.init_args.optimizer.init_args.lr", "-0.1"),
+        ("model.init_args.optimizer.init_args.lr", "-0.1"),
+    ),
+    "NaN learning rate in YAML": (nan_lr_in_yaml, ("model.init_args.optimizer.init_args.lr", "nan")),
+    "endless run with a cosine schedule": (
+        lambda t: folder(t, "--trainer.max_epochs", "-1"),
+        ("WarmupCosine", "trainer.max_epochs is -1", "trainer.max_steps"),
+    ),
+    "wrong type deep in a config file": (
+        wrong_type_in_yaml,
+        ("model.init_args.optimizer.init_args.weight_decay (in ", "wd.yaml", "expected a float", "'abc'"),
+    ),
+    "unknown scheduler class": (
+        lambda t: base(t, "--model.init_args.lr_scheduler", '{"class_path": "torch.optim.lr_scheduler.Nope"}'),
+        ("model.init_args.lr_scheduler", "'torch.optim.lr_scheduler.Nope'", "no attribute 'Nope'"),
+    ),
+    "text where a model takes a number": (
+        lambda t: base(
+            t,
+            "--config",
+            yaml_file(t, "dpr.yaml", "model:\n  init_args:\n    model_kwargs:\n      drop_path_rate: abc\n"),
+        ),
+        ("model.init_args.model_kwargs.drop_path_rate='abc'", "linspace()"),
+    ),
+    "data_dir that is a file": (data_dir_is_a_file, ("afile", "is a file, not a folder")),
+    "checkpoint that is not one": (checkpoint_that_is_text, ("notes.ckpt", "not a PyTorch checkpoint")),
+    "test with a checkpoint but no config": (
+        checkpoint_without_config,
+        ("missing data, model", "not from the checkpoint", "00000000-000000-tested/config.yaml"),
+    ),
+    "experiment name that escapes": (
+        lambda t: base(t, "--experiment", "../../x"),
+        ("experiment '../../x' is not a single folder name",),
+    ),
 }
 
 

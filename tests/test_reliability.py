@@ -58,7 +58,7 @@ def test_a_kill_or_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_pat
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", fill_the_disk)
-    with pytest.raises(CheckpointError, match="the disk is full; the previous checkpoint is kept"):
+    with pytest.raises(CheckpointError, match=r"the disk is full \(.* free on .*\); the previous checkpoint is kept"):
         io.save_checkpoint({"weights": torch.zeros(1000)}, target)
     assert target.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
@@ -155,5 +155,22 @@ def test_the_wandb_api_key_is_never_written(images: Path, tmp_path: Path, monkey
     (run,) = (tmp_path / "runs" / "quickstart").iterdir()
     written = [p for p in run.rglob("*") if p.is_file()]
     assert any(p.suffix == ".ckpt" for p in written) and any(p.suffix == ".wandb" for p in written)
+    for path in written:
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_the_wandb_api_key_in_the_command_line_reaches_no_file(images: Path, tmp_path: Path):
+    """W&B records the command line (sys.argv) in its run files; a key typed into any value must not get there."""
+    runs = tmp_path / "runs"
+    result = run_vitlight(
+        *fit_args(images, runs, "--trainer.logger.init_args.notes", f"key {SECRET}"),
+        cwd=tmp_path,
+        env={"WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = (runs / "quickstart").iterdir()
+    written = [p for p in run.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in written)
+    assert any(b"--trainer.logger.init_args.notes" in p.read_bytes() for p in written)  # argv was recorded
     for path in written:
         assert SECRET.encode() not in path.read_bytes(), path

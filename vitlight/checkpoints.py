@@ -8,6 +8,7 @@ checkpoint alone is enough for `vitlight sample/probe/attention`, and `--data ..
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,43 @@ class ConfigInCheckpoint(Callback):
                 checkpoint[key] = redact_secrets(dict(checkpoint[key]))
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """torch.load with weights_only=True: a checkpoint can hold tensors and plain values, never code."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """torch.load with weights_only=True: a checkpoint can hold tensors and plain values, never code
+    (`mmap`: the tensors stay on disk until read, for a look at a large checkpoint)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {str(path)!r} {what}")
+    if mmap:  # torch maps only its zip format; an older (legacy pickle) checkpoint is read whole
+        with open(path, "rb") as stream:
+            mmap = stream.read(4) == b"PK\x03\x04"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
-        first = (str(error).splitlines() or [""])[0][:200]
-        raise CheckpointError(
-            f"cannot read checkpoint {str(path)!r} ({type(error).__name__}: {first}); is it a vitlight .ckpt?"
-        ) from None
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {_unreadable(path, str(error))}") from None
+
+
+def _unreadable(path: Path, message: str) -> str:
+    """torch.load's failure in words that name the file's problem (torch's own text for a file with
+    code in it ends by suggesting weights_only=False: vitlight never does that)."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(4)
+    except OSError:
+        head = b""
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):  # neither torch's zip format nor its legacy pickle
+        return f"it is not a PyTorch checkpoint (it starts with {head!r}); give a .ckpt that `vitlight fit` wrote"
+    if "Weights only load failed" in message:
+        return (
+            "it holds Python objects other than tensors and plain values, which vitlight does not unpickle (that "
+            "could run code); give a .ckpt that `vitlight fit` wrote"
+        )
+    if head == b"PK\x03\x04" or re.search(r"central directory|unexpected EOF|Ran out of input", message):
+        return (
+            "the file is truncated or damaged (an interrupted copy?); give a complete .ckpt that `vitlight fit` wrote"
+        )
+    first = (message.splitlines() or [""])[0].split(" weights_only")[0][:200]
+    return f"{first}; give a .ckpt that `vitlight fit` wrote"
 
 
 def checkpoint_config(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:

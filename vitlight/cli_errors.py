@@ -157,7 +157,7 @@ def _wrong_type(message: str, argv: list[str]) -> str | None:
     if typed:
         where, value = typed
     elif outer == leaf:
-        where = f"--{outer}"
+        where = _key_in_config_files(argv, leaf, value) or f"--{outer}"
     else:  # the value came from a config file: show where in it
         import ast
 
@@ -168,6 +168,62 @@ def _wrong_type(message: str, argv: list[str]) -> str | None:
             tree = None
         where = f"{outer}.{_find_path(tree, leaf) or leaf} (in a --config file)"
     return f"{where}: expected {_join(words)}, got {value!r}"
+
+
+def _key_in_config_files(argv: list[str], leaf: str, value: str) -> str | None:
+    """`full.key.leaf (in FILE)` for the --config file that gave `leaf` the rejected `value`, or None."""
+    import yaml
+
+    for flag, name in zip(argv, argv[1:]):
+        if flag not in ("--config", "-c"):
+            continue
+        try:
+            tree = yaml.safe_load(open(name).read())
+        except (OSError, yaml.YAMLError):
+            continue
+        path = _find_path(tree, leaf)
+        found: Any = tree
+        for part in (path or "").split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        if path and str(found) == value:
+            return f"{path} (in {name})"
+    return None
+
+
+def _uncallable_class(message: str, argv: list[str]) -> str | None:
+    """A class_path that does not import (an unknown scheduler or optimizer), with the full key and the reason."""
+    bad = re.search(
+        r"expects a function or a callable class: (.*?)\. Got value: Namespace\(class_path='([^']+)'", message
+    )
+    if not bad:
+        return None
+    keys = re.findall(r'Parser key "([^"]+)"', message[: bad.start()])
+    key = ".init_args.".join(keys) if keys else "the class_path"
+    typed = [a.split("=")[0][2:] for a in argv if a.startswith("--") and a.split("=")[0].endswith("." + key)]
+    key = typed[-1] if typed else key
+    return (
+        f"{key}: class_path {bad.group(2)!r} cannot be used ({bad.group(1)}); give an importable class, e.g. "
+        "torch.optim.AdamW or vitlight.tasks.schedules.WarmupCosine"
+    )
+
+
+def _required(names: str, argv: list[str]) -> str:
+    """Missing `model`/`data`: for a checkpoint's test, where its run's whole config is."""
+    missing = ", ".join(name.split(".", 1)[-1] for name in names.split(", "))
+    command = argv[0] if argv and not argv[0].startswith("-") else "fit"
+    checkpoints = [value for flag, value in zip(argv, argv[1:]) if flag == "--ckpt_path"]
+    if not checkpoints or checkpoints[-1] in ("last", "best"):
+        return (
+            f"missing {missing}: give the experiment's YAML with --config (e.g. --config experiments/quickstart.yaml)"
+        )
+    from pathlib import Path
+
+    beside = Path(checkpoints[-1]).expanduser().resolve().parent.parent / "config.yaml"
+    where = f"its run folder has it: --config {beside}" if beside.is_file() else "its run folder's config.yaml holds it"
+    return (
+        f"missing {missing}: `vitlight {command}` takes the model and data from a config, not from the checkpoint; "
+        f"{where}"
+    )
 
 
 def register_choices(key: str, classes: Iterable[Any], base: type) -> None:
@@ -189,9 +245,12 @@ def format_parse_error(message: str, option_strings: Iterable[str] = (), argv: l
     if key in ("data", "model") and "Expected a dot import path string" in message and message.count("Parser key") == 1:
         valid = CLASS_CHOICES.get(key, [])
         return f"{key} {value!r} is not a known class; valid: {', '.join(valid) or 'a class_path'}"
-    wrong = _wrong_type(message, argv)
+    wrong = _uncallable_class(message, argv) or _wrong_type(message, argv)
     if wrong:
         return wrong
+    required = re.match(r"the following arguments are required: (.+)", message)
+    if required:
+        return _required(required.group(1), argv)
     unknown = re.search(r"Option '([\w.]+)' is not accepted", message)
     if unknown:
         name = unknown.group(1)

@@ -3,7 +3,9 @@ callbacks and the summary.json every run writes. `vitlight.cli.main` dispatches 
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,10 +22,13 @@ import vitlight.tasks  # noqa: F401  (registers the tasks as --model choices)
 from vitlight import cli_errors
 from vitlight.checkpoints import ConfigInCheckpoint
 from vitlight.cli_errors import format_parse_error
+from vitlight.cli_helpers import as_list, class_path, experiment_name, finish_wandb, model_description, scrub_api_key
 from vitlight.cluster import Launch, agree, check_devices, external_launch, fill_num_nodes
+from vitlight.config_files import check_config_files, install_yaml_loader
 from vitlight.console import quiet_trainer
 from vitlight.data.base import ImageDataModule
 from vitlight.errors import ConfigError, exit_with_one_line
+from vitlight.files import check_folder_name, remove_stale_temporaries, write_atomic
 from vitlight.logging_wandb import apply_wandb_mode, join_sweep, redact_secrets, sweep_name, update_unlocked
 from vitlight.precision import apply_matmul_precision, resolve_precision, will_use_cuda
 from vitlight.reliability import (
@@ -33,7 +38,19 @@ from vitlight.reliability import (
     RandomStates,
     StepCheckpoint,
 )
+from vitlight.run_lock import RunLock
+from vitlight.run_start import (
+    RunStarted,
+    check_checkpoint,
+    check_room,
+    is_state_dict_mismatch,
+    overridden_line,
+    restore_links,
+    unfit_error,
+    wandb_links,
+)
 from vitlight.runs import (
+    LAST_CHECKPOINT,
     BestValidationMetrics,
     RunFolder,
     latest_run,
@@ -66,20 +83,24 @@ class VitlightArgumentParser(LightningArgumentParser):
 
 
 class RedactedSaveConfig(SaveConfigCallback):
-    """Writes the resolved config.yaml into the run folder (secrets redacted) and sends it, nested, to W&B."""
+    """Writes the resolved config.yaml into the run folder (secrets redacted, atomically) and sends it, nested,
+    to W&B: when the run gets past its start checks (`save_now`), not at set-up, so that a resume that
+    fails to start leaves the config.yaml of the run it named as it was."""
 
     def _resolved(self) -> dict[str, Any]:
         return yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_validation=True))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
+
+    def save_now(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.already_saved:
             return
-        log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
         if trainer.is_global_zero:
-            config_path = Path(log_dir or ".") / self.config_filename
-            config_path.parent.mkdir(parents=True, exist_ok=True)
-            config_path.write_text(yaml.safe_dump(self._resolved(), sort_keys=False))
-            self.save_config(trainer, pl_module, stage)
+            config_path = Path(getattr(self, "_log_dir", None) or ".") / self.config_filename
+            text = yaml.safe_dump(self._resolved(), sort_keys=False).encode()
+            write_atomic(config_path, lambda stream: stream.write(text), what="config")
+            self.save_config(trainer, pl_module, trainer.state.stage or "fit")
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
@@ -91,38 +112,6 @@ class RedactedSaveConfig(SaveConfigCallback):
                 update_unlocked(logger.experiment.config, resolved)
 
 
-def _experiment_name(config_paths: list[Any]) -> str:
-    """The first config file that is not a shared section (`_trainer.yaml`, `_smoke.yaml`) names the experiment."""
-    names = [Path(str(getattr(p, "relative", p))).stem for p in config_paths or []]
-    for name in names:
-        if not name.startswith("_"):
-            return name
-    return names[0].lstrip("_") if names else "default"
-
-
-def _scrub_api_key(node: Any) -> Any:
-    """Replaces the W&B API key inside every string of a parsed config, in place."""
-    key = os.environ.get("WANDB_API_KEY")
-    if not key:
-        return node
-    if isinstance(node, str):
-        return node.replace(key, "***")
-    items = node.items() if hasattr(node, "items") else enumerate(node) if isinstance(node, list) else []
-    for name, value in list(items):
-        node[name] = _scrub_api_key(value)
-    return node
-
-
-def _class_path(entry: Any) -> str:
-    return str(getattr(entry, "class_path", "") or "")
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None or isinstance(value, bool):
-        return []
-    return list(value) if isinstance(value, list) else [value]
-
-
 class VitlightCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self.run_folder: RunFolder | None = None
@@ -130,6 +119,7 @@ class VitlightCLI(LightningCLI):
         self.best_validation = BestValidationMetrics()
         self.summary: dict[str, Any] = {}
         self.start_record: dict[str, Any] = {}
+        self.lock: RunLock | None = None
         super().__init__(
             model_class=L.LightningModule,
             datamodule_class=ImageDataModule,
@@ -179,7 +169,7 @@ class VitlightCLI(LightningCLI):
     # ----- the run folder -------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        experiment = config.experiment or _experiment_name(config.get("config"))
+        experiment = check_folder_name(config.experiment or experiment_name(config.get("config")), "experiment")
         runs_dir = Path(config.runs_dir).expanduser()
         self.launch = external_launch()
         if self.launch is not None:  # torchrun or srun started every process: rank 0 decides for the job
@@ -207,7 +197,8 @@ class VitlightCLI(LightningCLI):
         trainer.precision = resolve_precision(trainer.get("precision"), trainer.get("accelerator", "auto"))
         self.summary["precision"] = trainer.precision
         self.summary["float32_matmul_precision"] = apply_matmul_precision(trainer.get("accelerator", "auto"))
-        _scrub_api_key(config)  # nothing built from the config (W&B notes, tags, ...) may carry the key
+        scrub_api_key(config)  # nothing built from the config (W&B notes, tags, ...) may carry the key
+        sys.argv[:] = scrub_api_key(list(sys.argv))  # W&B records the command line in its run files
         self._point_trainer_at_run_folder(config.trainer)
         config.sweep_name = config.get("sweep_name") or sweep_name()
         join_sweep(config.sweep_name)
@@ -233,30 +224,28 @@ class VitlightCLI(LightningCLI):
 
     def _resume_target(self, runs_dir: Path, experiment: str) -> tuple[str, str, str]:
         previous = latest_run(runs_dir, experiment)
-        checkpoint = previous / "checkpoints" / "last.ckpt" if previous else None
-        if checkpoint is None or not checkpoint.is_file():
-            where = previous or runs_dir / experiment
+        if previous is None:
             raise ConfigError(
-                f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no checkpoints/last.ckpt under "
-                f"{where})"
+                f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no run folder under "
+                f"{runs_dir / experiment} holds checkpoints/last.ckpt)"
             )
-        return previous.name, wandb_id_of(previous) or new_wandb_id(), str(checkpoint)
+        return previous.name, wandb_id_of(previous) or new_wandb_id(), str(previous / LAST_CHECKPOINT)
 
     def _uses_wandb(self, trainer_config: Any) -> bool:
-        return any(_class_path(entry).endswith("WandbLogger") for entry in _as_list(trainer_config.get("logger")))
+        return any(class_path(entry).endswith("WandbLogger") for entry in as_list(trainer_config.get("logger")))
 
     def _point_trainer_at_run_folder(self, trainer_config: Any) -> None:
         run = self.run_folder
         trainer_config.default_root_dir = str(run.path)
-        for entry in _as_list(trainer_config.get("logger")):
-            if _class_path(entry).endswith("WandbLogger"):
+        for entry in as_list(trainer_config.get("logger")):
+            if class_path(entry).endswith("WandbLogger"):
                 entry.init_args.save_dir = str(run.path)
                 entry.init_args.id = run.wandb_id
                 entry.init_args.resume = "allow"  # online, `--ckpt_path last` continues the same W&B run
                 entry.init_args.name = f"{run.experiment}/{run.run_id}"
                 entry.init_args.project = entry.init_args.get("project") or "vitlight"
-        for entry in _as_list(trainer_config.get("callbacks")):
-            if _class_path(entry).endswith("ModelCheckpoint") and not entry.init_args.get("dirpath"):
+        for entry in as_list(trainer_config.get("callbacks")):
+            if class_path(entry).endswith("ModelCheckpoint") and not entry.init_args.get("dirpath"):
                 entry.init_args.dirpath = str(run.checkpoints)
 
     # ----- running and recording ----------------------------------------------------------
@@ -300,18 +289,62 @@ class VitlightCLI(LightningCLI):
         step_checkpoint = StepCheckpoint(checkpoints, every_n_train_steps=every, every_n_minutes=minutes)
         return callbacks + ([step_checkpoint] if every > 0 or minutes > 0 else [])
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        if self.launch is None or self.launch.rank == 0:  # rank-0-only writes: the other nodes may not share the disk
-            self.run_folder.create()
-        if self.trainer.is_global_zero:  # the run's identity is on disk before any work, whatever ends it
-            self.start_record = write_start_record(
-                self.run_folder, subcommand, self.config[subcommand].get("seed_everything")
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI would apply a `--ckpt_path` checkpoint's hyperparameters over the command line (and
+        read the file with a traceback on damage); vitlight compares them in its start checks instead."""
+
+    def _check_checkpoint(self, subcommand: str) -> tuple[str | None, list[tuple[str, Any, Any]]]:
+        path = self.config[subcommand].get("ckpt_path")
+        if not path or str(path) in ("best", "last", "hpc") or str(path).startswith("registry"):
+            return None, []
+        differences = check_checkpoint(str(path), self.resolved_config().get("model") or {}, self.model)
+        if differences and self.trainer.is_global_zero:
+            print(overridden_line(differences), file=sys.stderr)
+        return str(path), differences
+
+    def _take_run_folder(self) -> bool:
+        """Rank 0 creates and locks the run folder, then removes the temporaries a killed process left in it;
+        True when this call created the folder."""
+        run = self.run_folder
+        created = not run.path.exists()
+        run.create()
+        try:
+            self.lock = RunLock(run.path).acquire()
+        except Exception:
+            if created:
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
+        removed = remove_stale_temporaries(run.path, run.checkpoints)
+        if removed:
+            print(
+                f"vitlight: removed {len(removed)} temporary file(s) left by a killed process in {run.path}",
+                file=sys.stderr,
             )
-        extra = [self.best_validation, ConfigInCheckpoint(self.resolved_config()), BestSummaries()]
+        return created
+
+    def _record_start(self, trainer: L.Trainer) -> None:
+        """The run got past its start checks (data set up, checkpoint loaded): its record may change now."""
+        if trainer.is_global_zero:  # the run's identity is on disk before any work, whatever ends it
+            seed = self.config[self.subcommand].get("seed_everything")
+            self.start_record = write_start_record(self.run_folder, self.subcommand, seed)
+        for callback in trainer.callbacks:
+            if isinstance(callback, RedactedSaveConfig):
+                callback.save_now(trainer, trainer.lightning_module)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        ckpt_path, differences = self._check_checkpoint(subcommand)
+        relaunched = self.launch is None and os.environ.get("LOCAL_RANK", "0") != "0"  # a DDP worker Lightning started
+        owner = self.trainer.is_global_zero and not relaunched and (self.launch is None or self.launch.rank == 0)
+        if owner and ckpt_path and subcommand == "fit" and self.run_folder.path.is_dir():
+            check_room(self.run_folder.path, ckpt_path)
+        created = self._take_run_folder() if owner else False  # rank 0 only: other nodes may not share the disk
+        links = wandb_links(self.run_folder.path) if owner else {}
+        started = RunStarted(self._record_start)
+        extra = [started, self.best_validation, ConfigInCheckpoint(self.resolved_config()), BestSummaries()]
         if subcommand == "fit":
             extra += self._reliability_callbacks()
         self.trainer.callbacks[:0] = extra  # before the checkpoint callbacks, which Lightning also moves last
-        started = time.time()
+        began = time.time()
         status = "failed"
         try:
             super()._run_subcommand(subcommand)
@@ -319,11 +352,25 @@ class VitlightCLI(LightningCLI):
         except (KeyboardInterrupt, SystemExit, SIGTERMException):
             status = "interrupted"
             raise
+        except RuntimeError as error:
+            if ckpt_path and not started.started and is_state_dict_mismatch(error):
+                raise unfit_error(ckpt_path, differences, error) from None
+            raise
         finally:
-            self.summary["status"] = status
-            self.summary["wall_time_s"] = round(time.time() - started, 3)
-            self._write_summary(subcommand)
-            _finish_wandb(self.trainer, failed=status != "finished")
+            try:
+                if started.started:
+                    self.summary["status"] = status
+                    self.summary["wall_time_s"] = round(time.time() - began, 3)
+                    self._write_summary(subcommand)
+            finally:
+                attempt = finish_wandb(self.trainer, failed=status != "finished")
+                if owner and not started.started:  # nothing of a run that failed its start checks stays behind
+                    leftover = self.run_folder.path if created else attempt
+                    if leftover is not None:
+                        shutil.rmtree(leftover, ignore_errors=True)
+                    restore_links(links)
+                if self.lock is not None:
+                    self.lock.release()
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:
@@ -365,7 +412,7 @@ class VitlightCLI(LightningCLI):
             "wall_time_s": self.summary.get("wall_time_s"),
             "train_size": data.get("train_size"),
             "data": data,
-            "model": _model_description(self.model),
+            "model": model_description(self.model),
             "global_step": self.trainer.global_step,
             "epochs": self.trainer.current_epoch,
             "best_validation": dict(self.best_validation.metrics),
@@ -380,50 +427,16 @@ class VitlightCLI(LightningCLI):
                 logger.experiment.summary.update({"status": summary["status"], **summary["test"]})
 
 
-def _finish_wandb(trainer: L.Trainer, failed: bool) -> None:
-    """Closes the W&B run (marked failed on a non-zero exit code) so the next run in this process starts clean."""
-    if not any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
-        return
-    import wandb
-
-    if wandb.run is not None:
-        wandb.finish(exit_code=1 if failed else 0)
-    wandb.teardown()  # the next run in this process reads WANDB_MODE afresh
-
-
-def _model_description(model: L.LightningModule) -> dict[str, Any]:
-    hparams = dict(getattr(model, "hparams", {}) or {})
-    parameters = sum(p.numel() for p in model.parameters() if not getattr(p, "is_meta", False))
-    return {
-        "class": type(model).__name__,
-        "model_name": hparams.get("model_name") or hparams.get("preset"),
-        "parameters": parameters,
-    }
-
-
-def check_config_files(argv: list[str]) -> None:
-    """Names a missing or malformed --config file before the parser reports it without the file name."""
-    for flag, value in zip(argv, argv[1:]):
-        if flag not in ("--config", "-c") or value.lstrip().startswith("{"):
-            continue
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"config file {value!r} does not exist (relative paths start from {os.getcwd()})")
-        try:
-            yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise ConfigError(f"config file {value!r} is not valid YAML: {problem}{where}") from None
-
-
 def run_lightning(argv: list[str] | None) -> int:
     """`vitlight fit|validate|test|predict ...` (argv None: sys.argv); a user's error ends in one line on stderr."""
     given = list(sys.argv[1:] if argv is None else argv)
     cli_errors.user_argv = given  # parse errors name the flags as the user typed them
+    # a log file that cannot be written (W&B's debug.log on a full disk) must not print a traceback per
+    # message: vitlight's own writes into the same folder end the run with one line naming the disk
+    logging.raiseExceptions = False
     try:
         check_config_files(given)
+        install_yaml_loader()
         VitlightCLI(args=argv)
     except SIGTERMException:
         sys.stderr.write(

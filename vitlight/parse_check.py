@@ -25,7 +25,10 @@ class _Captured(Exception):
 @functools.cache
 def fit_parser() -> Any:
     """vitlight's LightningCLI parser (all subcommands), built without parsing or instantiating."""
+    from vitlight.config_files import install_yaml_loader
     from vitlight.lightning_cli import VitlightArgumentParser, VitlightCLI  # imports Lightning, the data and the tasks
+
+    install_yaml_loader()  # a key given twice in a config file is refused here as in `vitlight fit`
 
     class RaisingParser(VitlightArgumentParser):
         def error(self, message: str, ex: Exception | None = None) -> None:  # type: ignore[override]

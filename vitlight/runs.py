@@ -17,8 +17,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from vitlight.errors import ConfigError
-from vitlight.files import write_json_atomic
+from vitlight.errors import ConfigError, WriteError
+from vitlight.files import disk_full_reason, is_disk_full, write_json_atomic
 from vitlight.logging_wandb import redact_secrets
 
 SUMMARY_FILE = "summary.json"
@@ -75,6 +75,10 @@ class RunFolder:
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as error:
+            if is_disk_full(error, self.runs_dir):
+                raise WriteError(
+                    f"cannot create the run folder {str(self.path)!r}: {disk_full_reason(self.runs_dir)}"
+                ) from None
             raise ConfigError(
                 f"cannot create the run folder {str(self.path)!r} ({error.strerror}); set --runs_dir to a writable "
                 "folder"
@@ -89,12 +93,16 @@ class RunFolder:
         return path
 
 
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
 def latest_run(runs_dir: Path, experiment: str) -> Path | None:
-    """The newest run folder of an experiment (run ids sort by start time)."""
+    """The newest run folder of an experiment that holds checkpoints/last.ckpt (run ids sort by start
+    time): a newer run that failed before its first checkpoint does not hide the one to resume."""
     folder = runs_dir / experiment
     if not folder.is_dir():
         return None
-    runs = sorted(p for p in folder.iterdir() if p.is_dir())
+    runs = sorted(p for p in folder.iterdir() if p.is_dir() and (p / LAST_CHECKPOINT).is_file())
     return runs[-1] if runs else None
 
 

@@ -81,8 +81,11 @@ def run_facts(trainer: Any, pl_module: Any, per_image: float | None = None) -> d
 
 
 class BestSummaries(Callback):
-    """Declares the summaries on every WandbLogger once, before the first value is logged; at the end of the fit
-    writes the best values as plain numbers and the run facts."""
+    """Declares the summaries on every WandbLogger before the first value is logged; at the end of the fit writes
+    the best values as plain numbers and the run facts.
+
+    Declared at the first start hook, not at set-up: starting the W&B run writes into the run folder,
+    which a run may do only once it got past its start checks (vitlight.run_start)."""
 
     def __init__(self) -> None:
         self.best: dict[str, float] = {}
@@ -91,14 +94,16 @@ class BestSummaries(Callback):
         self.per_image: float | None = None  # training FLOPs of one image, counted before any wrapping
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if not trainer.is_global_zero or self._declared:
+        # before the strategy wraps the model (an FSDP unit cannot run on shape-only weights); starts no W&B run
+        if stage == "fit" and trainer.is_global_zero and wandb_loggers(trainer.loggers):
+            self.per_image = training_flops_per_image(trainer, pl_module)
+
+    def _declare(self, trainer: Any) -> None:
+        if self._declared or not trainer.is_global_zero:
             return
-        loggers = wandb_loggers(trainer.loggers)
-        for logger in loggers:
-            define_summaries(logger.experiment)
-        if loggers and stage == "fit":
-            self.per_image = training_flops_per_image(trainer, pl_module)  # before any wrapping
         self._declared = True
+        for logger in wandb_loggers(trainer.loggers):
+            define_summaries(logger.experiment)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
@@ -107,6 +112,18 @@ class BestSummaries(Callback):
             value = trainer.callback_metrics.get(key)
             if value is not None and is_better(key, float(value), self.best.get(key)):
                 self.best[key] = float(value)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self._declare(trainer)
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self._declare(trainer)
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        self._declare(trainer)
+
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        self._declare(trainer)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         loggers = wandb_loggers(trainer.loggers) if trainer.is_global_zero else []

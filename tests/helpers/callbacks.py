@@ -141,3 +141,29 @@ class KillProcessGroupAtStep(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index: int) -> None:
         if trainer.global_step == self.step and trainer.is_global_zero:
             os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+class KillDuringSave(Callback):
+    """SIGKILLs its own process in the middle of writing the first checkpoint saved after optimizer step
+    `step` has ended: the atomic write's temporary file holds part of a checkpoint, as after a kill at the
+    wrong moment."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_index: int
+    ) -> None:
+        if trainer.global_step != self.step:
+            return
+        from vitlight.files import write_atomic
+
+        def half_then_kill(stream) -> None:
+            stream.write(b"\0" * 100_000)
+            stream.flush()
+            os.fsync(stream.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        trainer.strategy.checkpoint_io.save_checkpoint = lambda checkpoint, path, storage_options=None: write_atomic(
+            path, half_then_kill, what="checkpoint"
+        )

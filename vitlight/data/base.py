@@ -248,6 +248,13 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(
                 f"data.repeated_augmentation must be >= 0 (DeiT: 3; 0 or 1 turns it off), got {repeated_augmentation}"
             )
+        for key, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if size is not None and size < 1:
+                raise DataError(f"data.{key} must be a positive number of images, got {size}")
+        if train_size is not None and train_size > 1 and train_size != int(train_size):
+            raise DataError(
+                f"data.train_size {train_size} is neither a count (a whole number above 1) nor a fraction in (0, 1]"
+            )
         if image_size is not None and image_size < 4:
             raise DataError(f"data.image_size must be at least 4 pixels, got {image_size}")
         self.data_dir = data_dir

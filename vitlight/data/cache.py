@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vitlight.errors import DataError
-from vitlight.files import write_atomic
+from vitlight.files import free_space, is_disk_full, write_atomic
 
 CACHE_VERSION = 1
 CACHE_ENV = "VITLIGHT_CACHE"
@@ -157,6 +157,15 @@ class ImageCache:
                 if self.read(name) is None:
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as error:
+            free = free_space(self.root)  # before the partial entry is removed
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not is_disk_full(error, self.root):
+                raise
+            raise DataError(
+                f"writing the image cache {str(self.root / name)!r} failed: the disk is full ({free} free on "
+                f"{str(self.root)!r}); free space there, or set data.cache_dir or ${CACHE_ENV} to a folder with room"
+            ) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

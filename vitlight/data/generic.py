@@ -62,6 +62,11 @@ class ImageFolder(SourceDataModule):
         self.native_channels = self.channels
         self.split_names = {"train": ("train",), "test": (test_folder,), "val": (val_folder,) if val_folder else ()}
         train = self.data_path / "train"
+        if self.data_path.is_file():
+            raise DataError(
+                f"ImageFolder: data.data_dir {str(self.data_path)!r} is a file, not a folder; give the folder that "
+                "holds train/<class>/<image files>"
+            )
         if not train.is_dir():
             raise DataError(
                 f"ImageFolder: {train} is not a folder (expected {self.data_path}/train/<class>/<image files>)"

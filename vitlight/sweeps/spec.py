@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from vitlight.errors import ConfigError
+from vitlight.files import folder_name_problem
 
 METHODS = ("grid", "random", "bayes")
 GOALS = ("maximize", "minimize")
@@ -417,6 +418,8 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
         problems.append(f"run_cap must be a positive integer, got {run_cap!r}")
     command = _command(raw, problems)
     name = str(raw.get("name") or path.stem)
+    name_problem = folder_name_problem(name, "name")  # names the sweep's folder
+    problems += [name_problem] if name_problem else []
     for parameter in parameters:  # the key dashboards select a sweep's runs by: W&B puts it in every run's config
         if parameter.name == SWEEP_NAME and parameter.listed_values != [name]:
             problems.append(f"parameter {SWEEP_NAME}: must be {{value: {name}}}, the sweep's name")

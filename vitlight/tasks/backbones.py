@@ -61,7 +61,7 @@ def create_backbone(
         with offline_when_unreachable():
             return timm.create_model(name, pretrained=True, **kwargs)
     except TypeError as error:
-        raise ConfigError(f"model.model_kwargs do not fit timm model {name!r}: {error}") from None
+        raise ConfigError(_kwargs_problem(name, model_kwargs or {}, error)) from None
     except AssertionError as error:
         raise ConfigError(
             f"timm model {name!r} rejects its arguments {kwargs}: {error or 'assertion failed'}"
@@ -156,3 +156,14 @@ def init_vit_module(vit: nn.Module, module: nn.Module) -> None:
     mode = vit.weight_init_mode
     head_bias = -math.log(vit.num_classes) if "nlhb" in mode else 0.0
     get_init_weights_vit(mode, head_bias, needs_reset=True)(module)
+
+
+def _kwargs_problem(name: str, model_kwargs: dict, error: TypeError) -> str:
+    """timm's TypeError in one sentence (not torch's overload list of linspace()), with the model_kwargs given as
+    text by their full keys: the usual cause is a text where the model takes a number."""
+    reason = str(error).split(", but expected one of")[0].splitlines()[0]
+    texts = [
+        f"model.init_args.model_kwargs.{key}={value!r}" for key, value in model_kwargs.items() if isinstance(value, str)
+    ]
+    suspects = f"; given as text: {', '.join(texts)} (give numbers where the model takes them)" if texts else ""
+    return f"model.init_args.model_kwargs do not fit timm model {name!r} ({reason}){suspects}"

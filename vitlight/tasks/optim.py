@@ -93,12 +93,31 @@ def fused_allowed(optimizer: Optimizer) -> bool:
     return bool(params) and all(p.device.type == "cuda" and p.dtype in FUSED_DTYPES for p in params)
 
 
+# torch.optim's own checks ("Invalid learning rate: -0.1") -> the argument they are about
+_TORCH_CHECKS = {
+    "learning rate": "lr",
+    "weight_decay": "weight_decay",
+    "epsilon": "eps",
+    "beta": "betas",
+    "momentum": "momentum",
+}
+
+
 def build_optimizer(factory: Callable[..., Optimizer], groups: list[dict]) -> Optimizer:
-    """The YAML's optimizer over ``groups``, fused where `fused_allowed` says it can be."""
-    optimizer = factory(groups)
-    if fused_allowed(optimizer):
-        optimizer = factory(groups, fused=True)  # nothing was stepped yet: the first one is simply dropped
-    return optimizer
+    """The YAML's optimizer over ``groups``, fused where `fused_allowed` says it can be; torch's ValueError for an
+    impossible value (a negative or NaN lr, ...) becomes one ConfigError line that names the full config key."""
+    try:
+        optimizer = factory(groups)
+        if fused_allowed(optimizer):
+            optimizer = factory(groups, fused=True)  # nothing was stepped yet: the first one is simply dropped
+        return optimizer
+    except ValueError as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        argument = next((name for words, name in _TORCH_CHECKS.items() if words in message), None)
+        key = f"model.init_args.optimizer.init_args.{argument}" if argument else "model.init_args.optimizer"
+        raise ConfigError(
+            f"{key}: torch.optim refuses it ({message}); give a finite value in the optimizer's range"
+        ) from None
 
 
 def global_batch_size(trainer) -> int:

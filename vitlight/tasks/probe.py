@@ -25,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from vitlight.errors import CheckpointError, ConfigError
 from vitlight.tasks.inputs import augmented_uint8_batch
+from vitlight.tasks.optim import build_optimizer
 from vitlight.tasks.schedules import WarmupCosine, complete_schedules
 
 log = logging.getLogger(__name__)
@@ -385,7 +386,7 @@ class LinearProbe(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         parameters = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(parameters)
+        optimizer = build_optimizer(self.optimizer_factory, parameters)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)  # WarmupCosine gets its length in on_train_start

@@ -7,6 +7,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from vitlight.errors import ConfigError
+
 
 class WarmupCosine(LambdaLR):
     """Linear warmup from 0 to the base rate, then cosine decay to `min_lr_ratio` of it.
@@ -61,5 +63,12 @@ def complete_schedules(trainer) -> None:
     position, and the run would then resume at the wrong batch.
     """
     for config in trainer.lr_scheduler_configs:
-        if isinstance(config.scheduler, WarmupCosine):
-            config.scheduler.set_total_steps(int(trainer.estimated_stepping_batches))
+        if isinstance(config.scheduler, WarmupCosine) and config.scheduler.total_steps is None:
+            steps = trainer.estimated_stepping_batches
+            if not math.isfinite(steps):
+                raise ConfigError(
+                    "WarmupCosine needs the run's length, but trainer.max_epochs is -1 and trainer.max_steps is -1 "
+                    "(train without end); set trainer.max_steps or trainer.max_epochs, or "
+                    "model.init_args.lr_scheduler.init_args.total_steps"
+                )
+            config.scheduler.set_total_steps(int(steps))

@@ -29,9 +29,14 @@ def _normalized(name: str) -> str:
 
 def class_folders(folder: Path) -> list[str]:
     """The sorted class-folder names in `folder` (hidden folders ignored)."""
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder")
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    try:
+        if not folder.is_dir():
+            raise DataError(f"{folder} is not a folder")
+        return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    except PermissionError:
+        raise DataError(
+            f"cannot read the folder {str(folder)!r}: permission denied (check its owner and mode)"
+        ) from None
 
 
 def match_class_folders(owner: str, classes: Sequence[str], wnids: Sequence[str] = ()) -> ClassIndex:
@@ -69,10 +74,15 @@ def match_class_folders(owner: str, classes: Sequence[str], wnids: Sequence[str]
     return index
 
 
+def _cannot_read(error: OSError) -> None:
+    """os.walk skips a folder it cannot read; that folder would then look empty."""
+    raise DataError(f"cannot read the folder {error.filename!r}: {error.strerror} (check its owner and mode)")
+
+
 def list_images(folder: Path) -> list[str]:
     """Image files anywhere under `folder`, sorted."""
     found = []
-    for directory, subdirs, files in os.walk(folder):
+    for directory, subdirs, files in os.walk(folder, onerror=_cannot_read):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         found.extend(
             os.path.join(directory, f) for f in sorted(files) if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
