@@ -34,6 +34,12 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
         "WANDB_SWEEP_PARAM_PATH",
         "VITLIGHT_SWEEP_NAME",
         "WANDB_QUIET",
+        # set in this process by an in-process `vitlight fit` (the run identity its DDP workers read) and by
+        # Lightning's DDP strategy: left over, the next run would take them as a relaunched worker's
+        "VITLIGHT_RUN_ID",
+        "VITLIGHT_WANDB_ID",
+        "LOCAL_RANK",
+        "NODE_RANK",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
