@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -52,12 +53,19 @@ def crop_params(crop: v2.RandomResizedCrop, height: int, width: int) -> tuple[in
 def resized_crop_hwc(
     image: torch.Tensor, box: tuple[int, int, int, int], size: int, interpolation: v2.InterpolationMode
 ) -> np.ndarray:
-    """uint8 (size, size, C) of the (top, left, height, width) `box` of uint8 `image` (C, H, W): TF.resize
-    of the crop, given in channels-last memory, which its uint8 kernels take faster and answer in kind."""
+    """uint8 (size, size, C) of the (top, left, height, width) `box` of uint8 `image` (C, H, W): TF.resize's
+    pixels. The crop goes in as a fresh channels-last copy, which the uint8 kernels take faster and answer
+    in kind, so the result is already (H, W, C) in memory."""
     top, left, h, w = box
     part = image[:, top : top + h, left : left + w].unsqueeze(0).contiguous(memory_format=torch.channels_last)
-    resized = TF.resize(part, [size, size], interpolation=interpolation, antialias=True)[0]  # (C, S, S)
-    return np.ascontiguousarray(resized.permute(1, 2, 0).numpy())  # a view where the result is channels-last
+    if (h, w) == (size, size):
+        resized = part
+    elif interpolation == v2.InterpolationMode.BICUBIC and part.stride(0) == part.numel():
+        # what TF.resize runs for uint8 bicubic on the CPU (its native uint8 kernel), without its checks
+        resized = F.interpolate(part, size=[size, size], mode="bicubic", align_corners=False, antialias=True)
+    else:
+        resized = TF.resize(part, [size, size], interpolation=interpolation, antialias=True)
+    return np.ascontiguousarray(resized[0].permute(1, 2, 0).numpy())  # a view where the result is channels-last
 
 
 def write_planar(image: Image.Image, out: np.ndarray) -> None:
@@ -76,6 +84,7 @@ def crop_and_augment(
     out = np.empty((len(images), 3, size, size), dtype=np.uint8)
     for index, image in enumerate(images):
         box = crop_params(crop, int(image.shape[-2]), int(image.shape[-1]))
-        augmented = policy(Image.fromarray(resized_crop_hwc(image, box, size, interpolation)))
+        pixels = resized_crop_hwc(image, box, size, interpolation)
+        augmented = policy(Image.frombuffer("RGB", (size, size), pixels, "raw", "RGB", 0, 1))
         write_planar(augmented, out[index])
     return torch.from_numpy(out)
