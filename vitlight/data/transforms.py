@@ -171,7 +171,7 @@ class Pipeline:
         """uint8 (B, C, H, W) tensor or list of (C, h, w) -> uint8 (B, C, S, S)."""
         if isinstance(images, torch.Tensor) and not self.per_image:
             return self._fit(images)
-        if self.crop is not None and isinstance(self.randaugment, _RandAugmentTensor):
+        if self.crop is not None and isinstance(self.randaugment, _RandAugmentTensor):  # DeiT's: one pass, same pixels
             return crop_and_augment(list(images), self.crop, self.randaugment.policy, self.interpolation)
         out = []
         for image in images:
