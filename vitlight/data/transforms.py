@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from vitlight.data.crop_augment import crop_and_augment
 from vitlight.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -170,6 +171,8 @@ class Pipeline:
         """uint8 (B, C, H, W) tensor or list of (C, h, w) -> uint8 (B, C, S, S)."""
         if isinstance(images, torch.Tensor) and not self.per_image:
             return self._fit(images)
+        if self.crop is not None and isinstance(self.randaugment, _RandAugmentTensor):  # DeiT's: one pass, same pixels
+            return crop_and_augment(list(images), self.crop, self.randaugment.policy, self.interpolation)
         out = []
         for image in images:
             image = self.crop(image) if self.crop is not None else self._fit(image)
