@@ -147,15 +147,30 @@ def test_resume_reuses_the_wandb_id_and_asks_wandb_to_resume(tmp_path: Path, ima
     assert cli.config.fit.ckpt_path == str(run / "checkpoints" / "last.ckpt")
 
 
-def test_resume_finds_the_wandb_id_in_the_wandb_folder_without_a_summary(tmp_path: Path):
-    from vitlight.runs import wandb_id_of
+def test_wandb_ids_are_made_as_wandb_makes_them_and_the_agents_id_wins_on_resume(
+    tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import re
 
-    run = tmp_path / "run"
-    (run / "wandb" / "offline-run-20260101_000000-0ld1d000").mkdir(parents=True)
-    (run / "wandb" / "offline-run-20260102_000000-n3w1d000").mkdir(parents=True)
-    assert wandb_id_of(run) == "n3w1d000"
-    (run / "summary.json").write_text(json.dumps({"wandb_run_id": "fr0msum"}))
+    from vitlight.lightning_cli import VitlightCLI
+    from vitlight.runs import new_wandb_id, wandb_id_of
+
+    assert re.fullmatch(r"[a-z0-9]{8}", new_wandb_id()) and new_wandb_id() != new_wandb_id()
+    run = tmp_path / "runs" / "quickstart" / "20260101-000000-abcdef"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"not read before fit")
+    assert wandb_id_of(run) is None  # no record: never a W&B folder's name taken for one
+    (run / "summary.json").write_text(json.dumps({"status": "running", "run_id": run.name, "wandb_run_id": "fr0msum"}))
     assert wandb_id_of(run) == "fr0msum"
+
+    class BuildOnly(VitlightCLI):
+        def _run_subcommand(self, subcommand: str) -> None:  # everything is built; nothing runs
+            pass
+
+    monkeypatch.setenv("WANDB_RUN_ID", "agent001")  # what `wandb agent` sets for the run it scheduled
+    cli = BuildOnly(args=fit_args(images, tmp_path / "runs", "--ckpt_path", "last"))
+    (logger,) = cli.trainer.loggers
+    assert logger._wandb_init["id"] == "agent001"  # the agent's run reports the trial, not the folder's old run
 
 
 def test_resume_with_nothing_to_resume_exits_2(tmp_path: Path, images: Path):

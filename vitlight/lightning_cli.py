@@ -229,7 +229,9 @@ class VitlightCLI(LightningCLI):
                 f"--ckpt_path last: nothing to resume for experiment {experiment!r} (no run folder under "
                 f"{runs_dir / experiment} holds checkpoints/last.ckpt)"
             )
-        return previous.name, wandb_id_of(previous) or new_wandb_id(), str(previous / LAST_CHECKPOINT)
+        # under `wandb agent` the run the agent scheduled carries the trial, resumed or not
+        wandb_id = os.environ.get("WANDB_RUN_ID") or wandb_id_of(previous) or new_wandb_id()
+        return previous.name, wandb_id, str(previous / LAST_CHECKPOINT)
 
     def _uses_wandb(self, trainer_config: Any) -> bool:
         return any(class_path(entry).endswith("WandbLogger") for entry in as_list(trainer_config.get("logger")))

@@ -41,7 +41,11 @@ def new_run_id() -> str:
 
 
 def new_wandb_id() -> str:
-    return secrets.token_hex(4)
+    """A W&B run id made as wandb makes its own (8 base-36 characters), decided before the logger starts so that
+    every rank and a later `--ckpt_path last` agree on it."""
+    from wandb.sdk.lib.runid import generate_id
+
+    return generate_id()
 
 
 @dataclass
@@ -145,16 +149,13 @@ def write_start_record(run: RunFolder, subcommand: str, seed: Any) -> dict[str, 
 
 
 def wandb_id_of(run_path: Path) -> str | None:
-    """The W&B run id a run folder recorded: summary.json, else the newest W&B run folder's name
-    (`offline-run-<time>-<id>`)."""
+    """The W&B run id a run folder recorded in summary.json. A folder with a checkpoint always has one: the
+    record is written when the run starts, before its first checkpoint and W&B's first files."""
     try:
         recorded = read_summary(run_path).get("wandb_run_id")
     except (OSError, ValueError):
-        recorded = None
-    if recorded:
-        return str(recorded)
-    folders = sorted(p for p in (run_path / "wandb").glob("*run-*-*") if p.is_dir())
-    return folders[-1].name.rsplit("-", 1)[-1] if folders else None
+        return None
+    return str(recorded) if recorded else None
 
 
 def git_commit() -> str | None:
