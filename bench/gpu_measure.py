@@ -242,7 +242,7 @@ def optimizer_steps_for(batches: int, trainer_section: dict) -> int:
 
 
 def trainer_for(
-    device: torch.device, precision: str, trainer_section: dict, clock: StepClock, batches: int
+    device: torch.device, precision: str, trainer_section: dict, clock: Callback, batches: int
 ) -> L.Trainer:
     settings = {key: trainer_section[key] for key in STEP_SETTINGS if trainer_section.get(key) is not None}
     return L.Trainer(

@@ -136,18 +136,8 @@ def busy(args: argparse.Namespace) -> None:
             built.datamodule, batch, warmup + steps + 2, uint8=True, pin_memory=device.type == "cuda"
         )
         profiled = Profiled(warmup, steps, device)
-        trainer = L.Trainer(
-            accelerator=device.type,
-            devices=1,
-            precision=args.precision,
-            max_steps=warmup + steps + 1,
-            limit_val_batches=0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[profiled],
-        )
+        # the experiment's step settings (clipping, accumulation), as bench/gpu.py times a step
+        trainer = gpu_measure.trainer_for(device, args.precision, built.trainer, profiled, warmup + steps + 1)
         trainer.fit(built.module, datamodule=synthetic)
         fraction = busy_fraction(profiled.profile, profiled.wall_us)
         emit(
