@@ -21,7 +21,13 @@ from vitlight.sweeps.trial import run_trial
 QUICKSTART = str(EXPERIMENTS / "quickstart.yaml")
 
 
-def write_sweep(path: Path, parameters: dict, name: str) -> Path:
+def write_sweep(
+    path: Path,
+    parameters: dict,
+    name: str,
+    extra: tuple[str, ...] = ("--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0"),
+) -> Path:
+    """A grid of quickstart smoke fits written as a user would write a sweep file; `extra` ends the command."""
     path.write_text(
         yaml.safe_dump(
             {
@@ -41,8 +47,7 @@ def write_sweep(path: Path, parameters: dict, name: str) -> Path:
                     "--config",
                     str(SMOKE),
                     "${args}",
-                    "--trainer.limit_val_batches=1",
-                    "--trainer.num_sanity_val_steps=0",
+                    *extra,
                 ],
             },
             sort_keys=False,

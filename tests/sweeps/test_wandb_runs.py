@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import EXPERIMENTS, ROOT, SMOKE, run_vitlight, write_image_folder
+from tests.conftest import ROOT, run_vitlight, write_image_folder
 from tests.helpers.wandb_records import read_records, run_config
+from tests.sweeps.test_engine import write_sweep
 from vitlight.sweeps.dashboard import build_spec, runset_filter
 from vitlight.sweeps.spec import load_spec
 
@@ -29,39 +30,18 @@ pytestmark = pytest.mark.slow  # real trials: about 1-3 minutes on 2 busy cores
 
 def tiny_sweep(path: Path, images: Path, name: str = "tiny_study") -> Path:
     """A two-trial grid of smoke fits on an image folder, written as a user would write a sweep file."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "name": name,
-                "program": "vitlight/__main__.py",
-                "method": "grid",
-                "metric": {"name": "test/acc", "goal": "maximize"},
-                "parameters": {
-                    "sweep_name": {"value": name},
-                    "data.train_size": {"values": [16, 32]},
-                    "seed_everything": {"value": 0},
-                },
-                "command": [
-                    "${env}",
-                    "${interpreter}",
-                    "-m",
-                    "vitlight",
-                    "fit",
-                    "--config",
-                    str(EXPERIMENTS / "quickstart.yaml"),
-                    "--config",
-                    str(SMOKE),
-                    "${args}",
-                    "--data=ImageFolder",
-                    f"--data.data_dir={images}",
-                    "--data.image_size=14",
-                    "--trainer.num_sanity_val_steps=0",
-                ],
-            },
-            sort_keys=False,
-        )
+    parameters = {
+        "sweep_name": {"value": name},
+        "data.train_size": {"values": [16, 32]},
+        "seed_everything": {"value": 0},
+    }
+    extra = (
+        "--data=ImageFolder",
+        f"--data.data_dir={images}",
+        "--data.image_size=14",
+        "--trainer.num_sanity_val_steps=0",
     )
-    return path
+    return write_sweep(path, parameters, name, extra)
 
 
 def wandb_runs(below: Path) -> list[dict]:
